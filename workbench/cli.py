@@ -1,0 +1,99 @@
+"""The `workbench` command: list notebooks, render reports, manage data.
+
+Every user mistake (unknown notebook or parameter, bad value, missing dataset) ends with a one-paragraph
+message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from workbench.errors import WorkbenchError
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from workbench.reports import describe_notebooks
+
+    for info in describe_notebooks():
+        print(f"{info.name}  —  {info.title}")
+        if info.purpose:
+            print(f"    {info.purpose}")
+        for p in info.parameters:
+            choices = f" one of {'|'.join(p.choices)}" if p.choices else ""
+            help_text = f"  # {p.help}" if p.help else ""
+            print(f"    -p {p.name} {p.default!r:<12} ({p.type}{choices}){help_text}")
+        print()
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from workbench.reports import run_reports
+
+    if not args.notebooks and not args.all:
+        raise WorkbenchError("name at least one notebook (see `workbench list`) or pass --all.")
+    if args.notebooks and args.all:
+        raise WorkbenchError("pass either notebook names or --all, not both.")
+    results = run_reports(
+        notebooks=None if args.all else args.notebooks,
+        parameters=args.parameters or [],
+        profile=args.profile,
+        output_dir=Path(args.output_dir),
+    )
+    failed = [r for r in results if r.status != "ok"]
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="Notebook-first workbench for task-aware meta-learning: "
+        "list notebooks, render them as offline HTML reports, manage datasets.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p_list = sub.add_parser("list", help="every notebook with its title, purpose and parameters")
+    p_list.set_defaults(handler=_cmd_list)
+
+    p_report = sub.add_parser(
+        "report",
+        help="execute notebooks with papermill and write standalone HTML reports",
+        description="Execute notebooks (papermill) and convert them to standalone, offline HTML "
+        "reports plus an index page. Exit status 1 if any notebook failed.",
+    )
+    p_report.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                          help="notebook names (e.g. 00_tour) or paths")
+    p_report.add_argument("--all", action="store_true", help="every notebook in notebooks/")
+    p_report.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append",
+                          metavar=("NAME", "VALUE"), help="set a notebook parameter (repeatable)")
+    p_report.add_argument("--profile", choices=["smoke", "default", "full"], default=None,
+                          help="run size: smoke (seconds), default (minutes), full (paper scale)")
+    p_report.add_argument("--output-dir", default="reports", help="where reports go (default: reports)")
+    p_report.set_defaults(handler=_cmd_report)
+
+    from workbench.data import commands as data_commands
+
+    data_commands.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except WorkbenchError as exc:
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("workbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: manifests, data root, embedded datasets, loaders, episodes and GZSL splits."""
