@@ -8,6 +8,7 @@ static HTML reports (plotly.js embedded once, no network).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -16,8 +17,10 @@ from workbench.errors import ParameterError
 PROFILES = ("smoke", "default", "full")
 #: Set by ``workbench report`` in the kernel's environment: the notebook is being rendered to HTML.
 REPORT_ENV = "WORKBENCH_REPORT"
-#: The renderer that works in JupyterLab *and* in nbconvert's HTML, offline (see README, "Reports").
-OFFLINE_RENDERER = "plotly_mimetype+notebook"
+#: The renderer that works in JupyterLab *and* in nbconvert's HTML, offline (see README, "Reports"):
+#: plotly's JSON mimetype for JupyterLab plus an HTML copy whose plotly.js is embedded once per notebook.
+OFFLINE_RENDERER = "plotly_mimetype+workbench_offline"
+_CDN_MATHJAX = re.compile(r'<script[^>]*src="https?://[^"]*mathjax[^"]*"[^>]*>\s*</script>', re.IGNORECASE)
 
 T = TypeVar("T")
 
@@ -54,6 +57,27 @@ def by_profile(profile: str, *, smoke: T, default: T, full: T) -> T:
     return {"smoke": smoke, "default": default, "full": full}[check_profile(profile)]
 
 
+def register_offline_renderer() -> None:
+    """Register ``workbench_offline``: plotly's ``notebook`` renderer without its MathJax CDN tag.
+
+    plotly 7 hard-codes ``<script src="https://cdnjs...mathjax...">`` into every figure's HTML; the report
+    template inlines MathJax already, so the tag would only be a failed network request offline.
+    """
+    import plotly.io as pio
+    from plotly.io._base_renderers import NotebookRenderer
+
+    if "workbench_offline" in pio.renderers:
+        return
+
+    class OfflineNotebookRenderer(NotebookRenderer):
+        def to_mimebundle(self, fig_dict: dict) -> dict:
+            bundle = super().to_mimebundle(fig_dict)
+            bundle["text/html"] = _CDN_MATHJAX.sub("", bundle["text/html"])
+            return bundle
+
+    pio.renderers["workbench_offline"] = OfflineNotebookRenderer(connected=False)
+
+
 def setup(profile: str = "default", seed: int = 0, **_: Any) -> Session:
     """Validate the profile, seed everything and configure plotly for offline HTML.
 
@@ -67,5 +91,6 @@ def setup(profile: str = "default", seed: int = 0, **_: Any) -> Session:
 
     # plotly's default under ipykernel ('plotly_mimetype') leaves nbconvert's HTML without figures,
     # and 'notebook_connected' needs a CDN; this one embeds plotly.js once and works offline.
-    pio.renderers.default = os.environ.get("PLOTLY_RENDERER", OFFLINE_RENDERER)
+    register_offline_renderer()
+    pio.renderers.default = OFFLINE_RENDERER
     return Session(profile=profile, seed=seed, in_report=in_report())

@@ -1,0 +1,63 @@
+# Two commands do everything on a fresh machine (Python 3.11 + pip):
+#   make report   set up .venv if needed, then render every notebook to reports/ (offline HTML)
+#   make test     set up .venv (with test extras) if needed, then run the test suite
+# Both are idempotent: the install step re-runs only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Extra pip arguments, e.g. PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" on a machine
+# without a local torch wheelhouse, so that pip takes the CPU build of torch==2.13.0.
+PIP_ARGS ?=
+PROFILE ?= default
+PYTEST_ARGS ?=
+
+.PHONY: help setup setup-test report test notebooks clean-notebooks clean-reports benchmarks
+
+help:
+	@echo "make report   # .venv + every notebook → reports/index.html (profile=$(PROFILE))"
+	@echo "make test     # .venv with test extras + the test suite"
+	@echo "make notebooks        # rebuild notebooks authored in notebooks/_build/*.py"
+	@echo "make clean-notebooks  # strip outputs from notebooks/*.ipynb before committing"
+
+$(BIN)/python:
+	@echo "==> creating virtual environment $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "==> installing workbench (editable) and its dependencies into $(VENV); torch pinned to the 2.13.0 CPU wheel"
+	$(BIN)/python -m pip install --quiet $(PIP_ARGS) -e .
+	@$(BIN)/python -c "import torch; assert '+cpu' in torch.__version__ or not torch.version.cuda, 'a CUDA torch was installed: see README, Installing'; print('    torch', torch.__version__)"
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	@echo "==> installing test extras into $(VENV)"
+	$(BIN)/python -m pip install --quiet $(PIP_ARGS) -e '.[test]'
+	@touch $@
+
+setup: $(VENV)/.installed
+	@echo "==> environment ready: $(VENV) (skip: nothing to install)"
+
+setup-test: $(VENV)/.installed-test
+	@echo "==> test environment ready: $(VENV)"
+
+report: setup
+	@echo "==> rendering every notebook (profile=$(PROFILE)) into reports/"
+	$(BIN)/workbench report --all --profile $(PROFILE) --output-dir reports
+	@echo "==> open reports/index.html"
+
+test: setup-test
+	@echo "==> running the test suite (pytest)"
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+notebooks: setup
+	@for f in notebooks/_build/[0-9a-z]*.py; do $(BIN)/python $$f || exit 1; done
+
+clean-notebooks: setup
+	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+
+clean-reports:
+	rm -rf reports
+
+benchmarks: setup
+	@for f in benchmarks/bench_*.py; do echo "==> $$f"; $(BIN)/python $$f || exit 1; done

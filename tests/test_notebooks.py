@@ -1,0 +1,46 @@
+"""Every notebook in notebooks/: committed clean, well-formed parameters, runs in the smoke profile.
+
+Parametrised over the folder, so a new notebook is tested automatically.
+"""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from workbench.reports import inspect_notebook, notebook_paths
+
+NOTEBOOKS = notebook_paths()
+IDS = [p.stem for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_committed_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code_cells), "strip outputs"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_parameters_are_declared_for_the_cli(path):
+    info = inspect_notebook(path)
+    source = next(c.source for c in nbformat.read(path, as_version=4).cells
+                  if "parameters" in c.metadata.get("tags", []))
+    assignments = [ln for ln in source.splitlines() if re.match(r"^\w+\s*(:[^=]+)?=", ln)]
+    # papermill skips a line with a second '=' (e.g. in its comment): every assignment must be seen.
+    assert len(info.parameters) == len(assignments)
+    profile = info.parameter("profile")
+    assert profile is not None and profile.choices == ("smoke", "default", "full")
+    assert all(p.help for p in info.parameters), "every parameter needs a comment for `workbench list`"
+    assert info.parameter("seed") is not None and info.parameter("seed").type == "int"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_runs_in_smoke_profile(path, smoke_report):
+    result = smoke_report(path.stem)
+    assert result.status == "ok", f"{path.stem} failed in the smoke profile: {result.error}"
