@@ -1,0 +1,1 @@
+"""One module per method, each with the same scikit-learn-style surface."""

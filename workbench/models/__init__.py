@@ -1,0 +1,1 @@
+"""Small shared networks (probe ResNets, 4-layer CNN, encoder-decoder, MLPs)."""

@@ -1,0 +1,73 @@
+"""The pieces every training loop here shares: device choice, progress bars, a NaN guard, a history.
+
+Methods write their own loops (a reader should find each loss in one look), built from these parts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, TypeVar
+
+import torch
+
+from workbench.errors import ParameterError, TrainingError
+
+T = TypeVar("T")
+
+
+def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
+    """``"cpu"``, ``"cuda"`` (error if absent) or ``"auto"`` (CUDA when available)."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device='cuda' was requested but no CUDA GPU is available; use device='cpu'.")
+    return dev
+
+
+def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, leave: bool = False,
+             disable: bool | None = None) -> Iterator[T]:
+    """A tqdm bar live in JupyterLab/terminals; silent while a report is rendered (no widget in HTML)."""
+    from tqdm.auto import tqdm
+
+    from workbench.notebook import in_report
+
+    if disable is None:
+        disable = in_report()
+    return iter(tqdm(iterable, desc=desc, total=total, leave=leave, disable=disable))
+
+
+def check_finite(loss: torch.Tensor | float, *, where: str, hint: str = "") -> None:
+    """Stop with a clear error (not silent garbage) when a loss becomes NaN or infinite."""
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"the training loss became {value} at {where}. "
+            + (hint or "Lower the learning rate, or check the inputs for NaN/inf values.")
+            + " The model keeps the parameters of the last finite step."
+        )
+
+
+@dataclass
+class History:
+    """Per-step or per-epoch records (loss terms, accuracies), ready for a training-curve figure."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def log(self, **values: Any) -> None:
+        self.records.append({k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in values.items()})
+
+    def column(self, name: str) -> list[Any]:
+        return [r[name] for r in self.records if name in r]
+
+    def last(self) -> dict[str, Any]:
+        return self.records[-1] if self.records else {}
+
+    def to_frame(self):  # -> pandas.DataFrame
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
