@@ -46,6 +46,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from workbench.methods.registry import TRAINERS, get_trainer
+    from workbench.paths import checkpoints_dir
+
+    if not args.name:
+        for name, (_, description) in sorted(TRAINERS.items()):
+            print(f"{name:<24} {description}")
+        return 0
+    trainer = get_trainer(args.name)
+    out = Path(args.output_dir) if args.output_dir else checkpoints_dir()
+    path = trainer(profile=args.profile, seed=args.seed, output_dir=out)
+    print(f"checkpoint: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
@@ -72,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="run size: smoke (seconds), default (minutes), full (paper scale)")
     p_report.add_argument("--output-dir", default="reports", help="where reports go (default: reports)")
     p_report.set_defaults(handler=_cmd_report)
+
+    p_train = sub.add_parser(
+        "train", help="re-create a shipped checkpoint (probe, HyperTransformer, ...) reproducibly",
+        description="Train one of the small models the notebooks load by default, writing the checkpoint, "
+        "its sha256 and training log. Without NAME, list the trainers.")
+    p_train.add_argument("name", nargs="?", help="what to train (omit to list)")
+    p_train.add_argument("--profile", choices=["smoke", "default", "full"], default="full",
+                         help="training size; the shipped checkpoints use 'full' (default)")
+    p_train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p_train.add_argument("--output-dir", default=None,
+                         help="where to write (default: the package's checkpoints folder)")
+    p_train.set_defaults(handler=_cmd_train)
 
     from workbench.data import commands as data_commands
 

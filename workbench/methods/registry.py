@@ -1,0 +1,24 @@
+"""Reproducible training commands for the small checkpoints shipped in ``workbench/checkpoints``.
+
+``workbench train NAME --profile full`` calls the function registered here as ``"module:function"``
+(imported lazily, so the CLI starts fast). Each function has the signature
+``train(profile: str, seed: int, output_dir: Path) -> Path`` and writes a checkpoint with
+:func:`workbench.checkpoints.save_checkpoint` plus its training log next to it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+#: name → (import path, one-line description)
+TRAINERS: dict[str, tuple[str, str]] = {}
+
+
+def get_trainer(name: str) -> Callable:
+    from workbench.errors import ParameterError
+
+    if name not in TRAINERS:
+        raise ParameterError(f"unknown trainer {name!r}; available: {', '.join(sorted(TRAINERS)) or '(none)'}.")
+    module, func = TRAINERS[name][0].split(":")
+    return getattr(importlib.import_module(module), func)
