@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any
 
 import torch
 
 from workbench.errors import ParameterError, TrainingError
-
-T = TypeVar("T")
-
+from workbench.progress import progress, progress_bar  # noqa: F401  (re-exported for the methods)
 
 def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
     """``"cpu"``, ``"cuda"`` (error if absent) or ``"auto"`` (CUDA when available)."""
@@ -24,18 +22,6 @@ def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError("device='cuda' was requested but no CUDA GPU is available; use device='cpu'.")
     return dev
-
-
-def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, leave: bool = False,
-             disable: bool | None = None) -> Iterator[T]:
-    """A tqdm bar live in JupyterLab/terminals; silent while a report is rendered (no widget in HTML)."""
-    from tqdm.auto import tqdm
-
-    from workbench.notebook import in_report
-
-    if disable is None:
-        disable = in_report()
-    return iter(tqdm(iterable, desc=desc, total=total, leave=leave, disable=disable))
 
 
 def check_finite(loss: torch.Tensor | float, *, where: str, hint: str = "") -> None:
