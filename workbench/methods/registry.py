@@ -12,7 +12,9 @@ import importlib
 from typing import Callable
 
 #: name → (import path, one-line description)
-TRAINERS: dict[str, tuple[str, str]] = {}
+TRAINERS: dict[str, tuple[str, str]] = {
+    "task2vec-probe": ("workbench.methods.task2vec:train_probe", "Task2Vec probe: narrow ResNet-18 on Omniglot background alphabets (~10 min)"),
+}
 
 
 def get_trainer(name: str) -> Callable:
