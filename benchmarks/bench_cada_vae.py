@@ -25,17 +25,15 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from machine import machine_info  # benchmarks/machine.py
 from workbench.data import load_digits_7seg, synthetic_gzsl
 from workbench.methods.cada_vae import IMAGE, OFFICIAL_CLASSIFIER_EPOCHS, CADAVAE, attribute_regression_baseline
 
@@ -79,27 +77,6 @@ class OfficialLoss(CADAVAE):
         kl = sum(kl_to_standard_normal(mu[m], logvar[m]) for m in mods)
         align = wasserstein_diag(mu[IMAGE], logvar[IMAGE], mu[mods[1]], logvar[mods[1]])
         return {"reconstruction": recon, "kl": kl, "cross_reconstruction": cross, "distribution_alignment": align}
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": metadata.version("numpy"),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def load() -> float:
@@ -218,7 +195,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def markdown(info: dict, settings: dict, spd: dict | None, summary: list[dict] | None) -> str:
     lines = ["# CADA-VAE benchmark", "",
              f"`benchmarks/bench_cada_vae.py{' --quick' if settings['quick'] else ''}`, {info['date_utc']}. "
-             f"Machine: {info['cpus_usable']} usable CPUs ({info['cpu']}), torch {info['torch']}, Python {info['python']}. "
+             f"Machine: {info['cpus_usable']} usable CPUs ({info['cpu']}), torch {info['versions']['torch']}, Python {info['python']}. "
              f"Load average at start: {info['load_average_at_start']} (a shared machine: other jobs ran at the same time, "
              "see the load column)."
              + (f" The speed part is from the run of {settings['speed_from_run_of']}." if "speed_from_run_of" in settings else "")
@@ -282,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = args.splits or (["test"] if args.quick else ["validation", "test"])
     settings = {"quick": args.quick, "threads": args.threads, "probe_epochs": args.probe_epochs or 1,
                 "seeds": seeds, "splits": splits, "digits_epochs": 100}
-    info = machine_info()
+    info = machine_info(("numpy", "torch"))
     print(f"{info['cpus_usable']} CPUs ({info['cpu']}), load {info['load_average_at_start']}", flush=True)
     spd = None if args.skip_speed else speed(args.quick, args.threads, settings["probe_epochs"])
     rows = None if args.skip_accuracy else accuracy(seeds, splits, settings["digits_epochs"],

@@ -21,16 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from machine import machine_info  # benchmarks/machine.py
 from workbench.viz import neighbour_agreement, project
 from workbench.viz.projection import METHOD_NAMES
 
@@ -79,25 +77,6 @@ def time_one(method: str, X: np.ndarray, labels: np.ndarray, seed: int, input_ag
                round(neighbour_agreement(Y, labels), 3), round(load, 2))
 
 
-def machine_info() -> dict[str, object]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": sys.version.split()[0],
-        "versions": versions,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def markdown(info: dict, settings: dict, runs: list[Run], umap_first_fit_s: dict[str, float] | None) -> str:
     lines = [
         "# Projection benchmark",
@@ -107,7 +86,7 @@ def markdown(info: dict, settings: dict, runs: list[Run], umap_first_fit_s: dict
         "defaults (t-SNE: openTSNE, perplexity 30, PCA init, one thread; UMAP: 15 neighbours, min_dist 0.1, "
         "PCA init, seeded so single-threaded; PCA: scikit-learn).",
         "",
-        f"Machine: {info['cpus_usable']} usable CPUs ({info['processor']}), Python {info['python']}, "
+        f"Machine: {info['cpus_usable']} usable CPUs ({info['cpu']}), Python {info['python']}, "
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
         + f". Load average at start: {info['load_average_at_start']} — the machine is shared, so wall times vary; "
         "CPU time is the steadier number.",
@@ -144,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = list(args.methods) + (["sklearn-tsne"] if args.sklearn_tsne else [])
     settings = {"sizes": sizes, "dims": args.dims, "clusters": 20, "methods": methods, "seed": args.seed,
                 "quick": args.quick}
-    info = machine_info()
+    info = machine_info(PACKAGES)
     print(f"{info['cpus_usable']} CPUs, load {info['load_average_at_start']}; methods {methods}; sizes {sizes}",
           flush=True)
 
