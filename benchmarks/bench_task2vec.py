@@ -32,16 +32,16 @@ import itertools
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: 12 alphabets from several script families, background and evaluation sets.
@@ -199,19 +199,6 @@ def matrices(result: dict) -> dict[int, np.ndarray]:
     return out
 
 
-def machine_info() -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": metadata.version("numpy"), "platform": platform.platform(), "torch_threads_used": 1}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 alphabets, prints only (unless --save)")
@@ -220,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--estimators", nargs="+", default=ESTIMATORS, choices=ESTIMATORS)
     args = parser.parse_args(argv)
     alphabets = QUICK if args.quick else ALPHABETS
-    started = datetime.now(timezone.utc)
+    info = {**machine_info(("numpy", "torch")), "torch_threads_used": 1}
     load_before = os.getloadavg()
     results = {}
     for name in args.estimators:
@@ -244,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     speedup_cpu = {name: results[reference]["cpu_s_per_task"] / r["cpu_s_per_task"]
                    for name, r in results.items()} if reference in results else {}
     report = {
-        "benchmark": "task2vec", "started": started.isoformat(timespec="seconds"),
-        "machine": machine_info(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "benchmark": "task2vec", "machine": info, "load_average_after": os.getloadavg(),
         "tasks": alphabets, "seeds": seeds, "probe": "workbench/checkpoints/task2vec_probe.pt",
         "settings": {"skip_layers": 0, "max_samples": 10000, "bn_mode": "eval (except 'official loop, train BN')"},
         "estimators": {name: {k: v for k, v in r.items() if k not in ("hessians", "wall_s_all")}
@@ -255,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     lines = [
         "# Task2Vec benchmark", "",
-        f"Run {report['started']} on {report['machine']['cpu']} ({report['machine']['cores']} cores, torch "
-        f"{report['machine']['torch']}, 1 thread per process). Load average before/after: "
+        f"Run {info['date_utc']} on {info['cpu']} ({info['cpu_count']} cores, torch "
+        f"{info['versions']['torch']}, 1 thread per process). Load average before/after: "
         f"{load_before[0]:.1f} / {report['load_average_after'][0]:.1f} (the machine is shared: CPU seconds are the "
         "steadier figure).", "",
         f"{len(alphabets)} Omniglot alphabet tasks ({', '.join(alphabets)}), seeds {seeds}, shipped probe, "

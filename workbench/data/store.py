@@ -231,6 +231,10 @@ def _content_checker(fmt: str) -> Callable[[Manifest, dict[str, Path]], None] | 
         from workbench.data.xlsa17 import check_xlsa17_files
 
         return check_xlsa17_files
+    if fmt == "torchvision-resnet":
+        from workbench.models.resnet import check_torchvision_files
+
+        return check_torchvision_files
     return None
 
 

@@ -269,3 +269,15 @@ def imagenet_probe(depth: int = 34, path: str | Path | None = None, *, input_siz
         raise DataError(f"{path.name}: its sha256 does not start with {prefix.group(1)} as its name says: the file is "
                         "corrupt or not the torchvision original. Copy it again.")
     return load_torchvision_resnet(path, depth, input_size=input_size)
+
+
+def check_torchvision_files(manifest: Any, staged: dict[str, Path]) -> None:
+    """Content check for ``workbench data import resnet-imagenet-weights``: every staged ``resnetNN-xxxxxxxx.pth``
+    must hash to the prefix in its name and load (weights only) into the ResNet of its depth."""
+    import re
+
+    for rel, path in staged.items():
+        match = re.search(r"resnet(\d+)-[0-9a-f]{8}\.pth$", Path(rel).name)
+        if not match or int(match.group(1)) not in TORCHVISION_FILES:
+            raise DataError(f"{rel}: expected a torchvision file named resnet18-xxxxxxxx.pth or resnet34-xxxxxxxx.pth.")
+        imagenet_probe(int(match.group(1)), path)
