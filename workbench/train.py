@@ -5,9 +5,10 @@ Methods write their own loops (a reader should find each loss in one look), buil
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -22,6 +23,24 @@ def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError("device='cuda' was requested but no CUDA GPU is available; use device='cpu'.")
     return dev
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block on ``n`` torch threads (None: unchanged), restoring the previous setting afterwards.
+
+    On a busy 2-core machine one thread is often faster than two: a step waits for the slowest thread.
+    """
+    if n is not None and n < 1:
+        raise ParameterError(f"num_threads must be a positive integer or None; got {n!r}.")
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def check_finite(loss: torch.Tensor | float, *, where: str, hint: str = "") -> None:

@@ -26,7 +26,7 @@ _EXPORTS = {
     "ht_class_split": "omniglot", "ClassificationTask": "omniglot", "OneShotRun": "omniglot",
     "lake_one_shot_runs": "omniglot", "resize_images": "omniglot", "bilinear_matrix": "omniglot",
     # GZSL
-    "GZSLDataset": "gzsl", "load_digits_7seg": "digits", "load_xlsa17": "xlsa17", "read_xlsa17": "xlsa17",
+    "GZSLDataset": "gzsl", "load_digits_7seg": "digits", "load_digit_styles": "digits", "load_xlsa17": "xlsa17", "read_xlsa17": "xlsa17",
     "load_xlsa17_attributes": "xlsa17", "XLSA17Attributes": "xlsa17", "synthetic_gzsl": "xlsa17",
     # task relations
     "load_taskonomy_affinities": "taskonomy", "TaskonomyAffinities": "taskonomy",
@@ -51,7 +51,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers
-    from workbench.data.digits import load_digits_7seg
+    from workbench.data.digits import load_digit_styles, load_digits_7seg
     from workbench.data.episodes import Episode, EpisodeSampler
     from workbench.data.gzsl import GZSLDataset
     from workbench.data.manifest import Manifest, ManifestFile, load_all_manifests, load_manifest, manifest_names

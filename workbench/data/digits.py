@@ -171,3 +171,111 @@ def load_digits_7seg(n_unseen: int = 3, seed: int = 0, unseen: Sequence[int] | N
         images=features.reshape(-1, 8, 8),
         description="scikit-learn/UCI handwritten digits (8x8, 0..16) with seven-segment glyph attributes",
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# digit-styles: attribute-object composition on the same images (TAFE-Net's MIT-States task, in miniature)
+# ----------------------------------------------------------------------------------------------------------
+#: How each style redraws an 8x8 image of pixel values 0..16.
+STYLES: dict[str, str] = {
+    "upright": "the image as it is",
+    "mirrored": "flipped left-right",
+    "rotated": "rotated 90 degrees counter-clockwise",
+    "negative": "intensities inverted (16 - x)",
+}
+
+
+def apply_style(images: np.ndarray, style: str) -> np.ndarray:
+    """``images`` (N, 8, 8) drawn in ``style`` (see :data:`STYLES`)."""
+    if style == "upright":
+        return images.copy()
+    if style == "mirrored":
+        return images[:, :, ::-1].copy()
+    if style == "rotated":
+        return np.rot90(images, k=1, axes=(1, 2)).copy()
+    if style == "negative":
+        return 16.0 - images
+    raise ParameterError(f"unknown style {style!r}; choose from {list(STYLES)}.")
+
+
+def load_digit_styles(seed: int = 0, styles: Sequence[str] = tuple(STYLES), *, test_fraction: float = 0.2,
+                      n_val_pairs: int = 6) -> GZSLDataset:
+    """digit-styles: zero-shot *composition* of (digit, style) pairs on the digits-7seg images.
+
+    Every class is a pair such as ``"3 mirrored"``: 10 digits x len(``styles``) styles. For each digit one style
+    is held out (seeded, spread evenly over the styles), so the 10 unseen classes are new *combinations* of a
+    digit and a style that both appear in training — the setting of TAFE-Net's attribute-object composition
+    experiment (MIT-States), where a task description is the concatenation of the primitives' descriptions.
+
+    Class descriptions (``class_attributes``): the digit's 10 seven-segment attributes (see the module
+    docstring) followed by a one-hot style; ``side_info["pair_onehot"]`` is the one-hot digit followed by the
+    one-hot style. Images: every source image is drawn in every style; the source images are split 80/20
+    (stratified by digit, seeded) *before* styling, so no test image shares its source image with a training
+    image. ``trainval`` = training sources in their seen styles, ``test_seen`` / ``test_unseen`` = test
+    sources in seen / unseen styles. ``n_val_pairs`` seen pairs act as unseen pairs for validation.
+    The images are real; the styles are deterministic redrawings of them.
+    """
+    styles = list(styles)
+    if len(styles) < 2 or len(set(styles)) != len(styles) or any(s not in STYLES for s in styles):
+        raise ParameterError(f"styles must be at least two distinct names from {list(STYLES)}; got {styles!r}.")
+    if not 0.0 < test_fraction < 1.0:
+        raise ParameterError(f"test_fraction must be between 0 and 1, got {test_fraction}.")
+    rng = np.random.default_rng(seed)
+    n_styles = len(styles)
+    pixels, digits = _read_digits()
+    source_images = pixels.reshape(-1, 8, 8)
+    train_src, test_src = stratified_split(np.arange(len(digits)), digits, test_fraction, rng)
+
+    # class id = digit * n_styles + style index; one unseen style per digit, each style used equally often
+    unseen_style = (rng.permutation(10) + int(rng.integers(n_styles))) % n_styles
+    unseen_classes = np.arange(10) * n_styles + unseen_style
+    seen_classes = np.setdiff1d(np.arange(10 * n_styles), unseen_classes)
+
+    images = np.concatenate([apply_style(source_images, s) for s in styles])        # style-major blocks
+    source = np.tile(np.arange(len(digits)), n_styles)
+    style_of = np.repeat(np.arange(n_styles), len(digits))
+    labels = digits[source] * n_styles + style_of
+    is_unseen = np.isin(labels, unseen_classes)
+    in_test = np.isin(source, test_src)
+    trainval_idx = np.flatnonzero(~in_test & ~is_unseen)
+    test_seen_idx = np.flatnonzero(in_test & ~is_unseen)
+    test_unseen_idx = np.flatnonzero(in_test & is_unseen)
+
+    # validation pairs: seen pairs that leave every digit and every style at least one training pair
+    val_classes: list[int] = []
+    for c in rng.permutation(seen_classes):
+        trial = [*val_classes, int(c)]
+        rest = np.setdiff1d(seen_classes, trial)
+        if len(np.unique(rest // n_styles)) == 10 and len(np.unique(rest % n_styles)) == n_styles:
+            val_classes = trial
+        if len(val_classes) == n_val_pairs:
+            break
+    val_classes_arr = np.sort(np.asarray(val_classes, dtype=np.int64))
+    train_idx, val_idx = validation_split(labels, trainval_idx, val_classes_arr, test_fraction,
+                                          seed=int(rng.integers(2**31)))
+
+    digit_att, digit_att_names = class_attribute_matrix("all")
+    style_onehot = np.eye(n_styles, dtype=np.float32)
+    cls_digit, cls_style = np.divmod(np.arange(10 * n_styles), n_styles)
+    attributes = np.concatenate([digit_att[cls_digit], style_onehot[cls_style]], axis=1)
+    pair_onehot = np.concatenate([np.eye(10, dtype=np.float32)[cls_digit], style_onehot[cls_style]], axis=1)
+    return GZSLDataset(
+        name="digit-styles",
+        features=images.reshape(len(images), 64).astype(np.float32),
+        labels=labels.astype(np.int64),
+        class_attributes=attributes,
+        class_names=[f"{d} {styles[s]}" for d, s in zip(cls_digit, cls_style)],
+        seen_classes=seen_classes,
+        unseen_classes=np.sort(unseen_classes),
+        trainval_idx=trainval_idx,
+        test_seen_idx=test_seen_idx,
+        test_unseen_idx=test_unseen_idx,
+        attribute_names=digit_att_names + [f"style_{s}" for s in styles],
+        train_idx=train_idx,
+        val_idx=val_idx,
+        val_classes=val_classes_arr,
+        side_info={"pair_onehot": pair_onehot},
+        images=images.astype(np.float32),
+        description="digits-7seg images redrawn in styles (upright, mirrored, rotated, negative); classes are "
+                    "(digit, style) pairs, unseen pairs are new combinations",
+    )

@@ -60,9 +60,8 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -71,7 +70,7 @@ from torch.nn import functional as F
 
 from workbench.errors import ParameterError
 from workbench.evaluation import GZSLScores, gzsl_scores
-from workbench.train import History, check_finite, progress, resolve_device
+from workbench.train import History, check_finite, progress, resolve_device, torch_threads
 
 Variant = Literal["cada", "ca", "da", "vae"]
 Mode = Literal["gzsl", "zsl"]
@@ -330,7 +329,7 @@ class CADAVAE:
         ``callback(model, epochs_done)`` is called once before the first update (``epochs_done=0``) and after
         every epoch, e.g. to snapshot the latent space while it aligns.
         """
-        with _torch_threads(self.config.num_threads):
+        with torch_threads(self.config.num_threads):
             return self._fit(data, callback)
 
     def _fit(self, data: Any, callback: Callable[["CADAVAE", int], None] | None) -> "CADAVAE":
@@ -464,7 +463,7 @@ class CADAVAE:
         ``mode="zsl"``: the classifier sees only unseen classes; U is the ZSL accuracy, S and H are NaN.
         ``shots=k``: few-shot — k random test-unseen images per unseen class move into training.
         """
-        with _torch_threads(self.config.num_threads):
+        with torch_threads(self.config.num_threads):
             return self._evaluate(data, mode, shots, samples, seed)
 
     def _evaluate(self, data: Any, mode: Mode, shots: int, samples: SamplesPerClass | None,
@@ -552,20 +551,6 @@ class CADAVAE:
 # ----------------------------------------------------------------------------------------------------------
 # Helpers (vectorised)
 # ----------------------------------------------------------------------------------------------------------
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch threads, then restore the previous number (None: leave it alone)."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _first_k_per_class(indices: np.ndarray, labels: np.ndarray, classes: np.ndarray,
                        k: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``k`` indices of each class in dataset order, tiled when a class has fewer (official)."""

@@ -4,6 +4,8 @@
 name                          dataset
 ============================  ==================================================================
 ``"digits-7seg"``             :func:`workbench.data.load_digits_7seg` (real, embedded, always present)
+``"digit-styles"``            :func:`workbench.data.load_digit_styles`: (digit, style) pairs on the same
+                              images, unseen pairs are new combinations (composition zero-shot)
 ``"CUB"``, ``"AWA1"``, ...    :func:`workbench.data.load_xlsa17`: the real ResNet-101 features from the
                               data root; when they are missing this is the data layer's
                               :class:`~workbench.errors.DataError` naming the ``workbench data import``
@@ -22,12 +24,13 @@ from workbench.errors import ParameterError
 #: The xlsa17 benchmarks (Xian et al.) that ``load_xlsa17`` reads.
 PAPER_DATASETS: tuple[str, ...] = ("CUB", "AWA1", "AWA2", "SUN", "APY")
 DIGITS = "digits-7seg"
+DIGIT_STYLES = "digit-styles"
 SYNTHETIC_PREFIX = "synthetic-"
 
 
 def dataset_names() -> list[str]:
     """Every name :func:`resolve_gzsl_dataset` accepts."""
-    return [DIGITS, *PAPER_DATASETS, *(SYNTHETIC_PREFIX + n for n in PAPER_DATASETS)]
+    return [DIGITS, DIGIT_STYLES, *PAPER_DATASETS, *(SYNTHETIC_PREFIX + n for n in PAPER_DATASETS)]
 
 
 def is_paper_benchmark(name: str) -> bool:
@@ -40,13 +43,16 @@ def resolve_gzsl_dataset(name: str, seed: int = 0, **digits_options: Any):  # ->
 
     ``seed`` draws digits-7seg's unseen classes and splits, and the synthetic features; the xlsa17 benchmarks
     have fixed splits. ``digits_options`` go to :func:`~workbench.data.load_digits_7seg` (``n_unseen``,
-    ``unseen``, ``attributes``) and are refused for the other datasets.
+    ``unseen``, ``attributes``) or :func:`~workbench.data.load_digit_styles` (``styles``) and are refused for the
+    other datasets.
     """
     from workbench import data
 
     key = str(name).strip()
     if key.lower() == DIGITS:
         return data.load_digits_7seg(seed=seed, **digits_options)
+    if key.lower() == DIGIT_STYLES:
+        return data.load_digit_styles(seed=seed, **digits_options)
     if digits_options:
         raise ParameterError(f"options {sorted(digits_options)} apply to {DIGITS!r} only, not to {name!r}.")
     if key.lower().startswith(SYNTHETIC_PREFIX):

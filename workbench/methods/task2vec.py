@@ -80,7 +80,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.errors import DataError, ParameterError, TrainingError
-from workbench.train import check_finite, progress, resolve_device
+from workbench.train import check_finite, progress, resolve_device, torch_threads
 
 METHODS = ("montecarlo", "variational")
 FISHERS = ("per_sample", "batch")
@@ -626,19 +626,6 @@ def _per_filter(fisher: dict[str, torch.Tensor], entries: list[tuple[str, str]])
         start += per_filter.size
     hessian = np.concatenate(parts)
     return hessian, np.ones_like(hessian), slices
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block on ``n`` torch threads (None: unchanged), restoring the previous setting afterwards."""
-    before = torch.get_num_threads()
-    if n is not None and n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def single_thread() -> contextlib.AbstractContextManager:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from workbench.errors import DataError, ParameterError
 from workbench.models.resnet import ResNet, ResNetConfig
-from workbench.train import History, check_finite, progress
+from workbench.train import History, check_finite, progress, torch_threads
 
 CHECKPOINT_NAME = "task2vec_probe"
 #: The shipped probe: ResNet-18 layout, widths 16-32-64-128 (0.8 M parameters, 3.3 MB), 28x28 gray input.
@@ -89,13 +89,8 @@ def train_probe(profile: str = "full", seed: int = 0, output_dir: Path | None = 
     reproducible run to run, and on a busy 2-core machine two threads waste most of their time waiting for each
     other; None keeps the current setting).
     """
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _train_probe(profile, seed, output_dir, log_every)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train_probe(profile: str, seed: int, output_dir: Path | None, log_every: int) -> Path:
