@@ -5,7 +5,7 @@ from nbbuild import code, md, params, write
 
 OUT = Path(__file__).resolve().parents[1] / "cada_vae.ipynb"
 
-DATASETS = "digits-7seg|CUB|AWA1|AWA2|SUN|APY|synthetic-CUB|synthetic-AWA1|synthetic-AWA2|synthetic-SUN|synthetic-APY"
+DATASETS = "digits-7seg|digit-styles|CUB|AWA1|AWA2|SUN|APY|synthetic-CUB|synthetic-AWA1|synthetic-AWA2|synthetic-SUN|synthetic-APY"
 
 write(OUT, [
 md(r"""
@@ -16,7 +16,7 @@ Train cross- and distribution-aligned VAEs (Schönfeld et al., CVPR 2019) and wa
 params(rf"""
 profile = "default"  # [smoke|default|full] how big a run: seconds (tests), the report, or paper scale
 seed = 0  # random seed: digits-7seg's unseen digits and splits, initialisation, batches, classifier
-dataset = "digits-7seg"  # [{DATASETS}] real digits, an xlsa17 benchmark from the data root, or SYNTHETIC features
+dataset = "digits-7seg"  # [{DATASETS}] real digits, digit/style pairs, an xlsa17 benchmark from the data root, or SYNTHETIC features
 side_info = "attributes"  # [attributes|glyph|attributes+glyph|sent|attributes+sent] class side information, modalities joined by +
 faithful = False  # True: the official code's sampler (sigma from exp(logvar), one noise value per sample)
 projection = "tsne"  # [tsne|umap|pca] how the 64-d latent space is drawn in 2-D

@@ -30,6 +30,8 @@ def params(text: str) -> nbformat.NotebookNode:
 
 
 def write(path: str | Path, cells: list[nbformat.NotebookNode]) -> None:
+    for i, cell in enumerate(cells):
+        cell.id = f"cell-{i:02d}"  # stable ids: rebuilding an unchanged notebook changes no byte
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}

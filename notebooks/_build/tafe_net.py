@@ -126,7 +126,7 @@ import plotly.express as px
 
 from workbench.viz import training_curves
 
-curve = model.selection_.melt(id_vars="epoch", value_vars=["S", "U", "H", "ZSL"], var_name="metric",
+curve = model.selection_.melt(id_vars="epoch", value_vars=["S", "U", "H", "ZSL", "S+ZSL"], var_name="metric",
                               value_name="validation accuracy %")
 fig = px.line(curve, x="epoch", y="validation accuracy %", color="metric", markers=True,
               title=f"Epoch selection on the validation split ({config.select_metric}; picked {model.best_epoch_})")
