@@ -14,6 +14,8 @@ from typing import Callable
 #: name → (import path, one-line description)
 TRAINERS: dict[str, tuple[str, str]] = {
     "task2vec-probe": ("workbench.methods.task2vec:train_probe", "Task2Vec probe: narrow ResNet-18 on Omniglot background alphabets (~10 min)"),
+    "hypertransformer": ("workbench.methods.hypertransformer:train_checkpoint", "HyperTransformer: 8-channel CNN generator, 20-way Omniglot (~22 min)"),
+    "hypertransformer-protonet": ("workbench.methods.hypertransformer:train_protonet_checkpoint", "ProtoNet baseline for the HyperTransformer notebook (~5 min)"),
 }
 
 
