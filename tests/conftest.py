@@ -57,3 +57,15 @@ def smoke_report(report_dir):
         return done[name]
 
     return render
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): on these
+    shared 2-core machines a second thread makes small matrices slower, and one thread is reproducible."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

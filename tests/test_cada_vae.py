@@ -19,13 +19,7 @@ from workbench.methods.cada_vae import (CADAVAE, CADAVAEConfig, SamplesPerClass,
 from workbench.methods.gzsl_data import is_paper_benchmark, resolve_gzsl_dataset
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on these shared 2-core machines a second thread makes small matrices slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def official_factor(epoch: int, factor: float, start: int, end: int) -> float:

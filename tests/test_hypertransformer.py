@@ -14,12 +14,7 @@ from workbench.methods.hypertransformer import (FineTuneLogits, HyperTransformer
                                                 load_model, omniglot_samplers, save_model)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from workbench.methods.tafe_net import (FactorizedConv2d, FactorizedLinear, Pred
                                         embedding_loss, hinged_cosine, joint_space_alignment, signature_points)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on these shared 2-core machines a second thread makes small matrices slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**overrides) -> TAFENetConfig:

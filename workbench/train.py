@@ -25,6 +25,18 @@ def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
     return dev
 
 
+def configure(base: Any, overrides: dict[str, Any], method: str) -> Any:
+    """``base`` (a config dataclass) with ``overrides`` applied; an unknown name is a ParameterError listing the
+    valid ones. The estimators' shared ``Method(config=None, **overrides)`` constructor."""
+    from dataclasses import fields, replace
+
+    valid = sorted(f.name for f in fields(base))
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ParameterError(f"unknown {method} setting(s) {unknown}; valid: {valid}.")
+    return replace(base, **overrides)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run a block on ``n`` torch threads (None: unchanged), restoring the previous setting afterwards.

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
@@ -70,7 +70,7 @@ from torch.nn import functional as F
 
 from workbench.errors import ParameterError
 from workbench.evaluation import GZSLScores, gzsl_scores
-from workbench.train import History, check_finite, progress, resolve_device, torch_threads
+from workbench.train import History, check_finite, configure, progress, resolve_device, torch_threads
 
 Variant = Literal["cada", "ca", "da", "vae"]
 Mode = Literal["gzsl", "zsl"]
@@ -301,12 +301,7 @@ class CADAVAE:
     """
 
     def __init__(self, config: CADAVAEConfig | None = None, **overrides: Any) -> None:
-        base = config or CADAVAEConfig()
-        unknown = set(overrides) - set(base.__dataclass_fields__)
-        if unknown:
-            raise ParameterError(f"unknown CADA-VAE setting(s) {sorted(unknown)}; "
-                                 f"valid: {sorted(base.__dataclass_fields__)}.")
-        self.config = replace(base, **overrides)
+        self.config = configure(config or CADAVAEConfig(), overrides, "CADA-VAE")
 
     # ------------------------------------------------------------------ data plumbing
     def _side_matrix(self, data: Any, name: str) -> np.ndarray:
@@ -401,7 +396,7 @@ class CADAVAE:
         """
         cfg = self.config
         mods = list(batch)
-        mu, logvar, z = {}, {}, {}
+        mu, logvar = {}, {}
         with torch.autocast(device_type=self.device_.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             for m in mods:
                 mu[m], logvar[m] = self.encoders_[m](batch[m])

@@ -80,7 +80,7 @@ from torch.nn import functional as F
 
 from workbench.errors import ParameterError
 from workbench.evaluation import GZSLScores, gzsl_scores, per_class_accuracy
-from workbench.train import History, check_finite, progress, resolve_device, torch_threads
+from workbench.train import History, check_finite, configure, progress, resolve_device, torch_threads
 
 Backbone = Literal["mlp", "conv"]
 Init = Literal["default", "official"]
@@ -360,12 +360,7 @@ class TAFENet:
     """
 
     def __init__(self, config: TAFENetConfig | None = None, **overrides: Any) -> None:
-        base = config or TAFENetConfig()
-        unknown = set(overrides) - set(base.__dataclass_fields__)
-        if unknown:
-            raise ParameterError(f"unknown TAFE-Net setting(s) {sorted(unknown)}; "
-                                 f"valid: {sorted(base.__dataclass_fields__)}.")
-        self.config = replace(base, **overrides)
+        self.config = configure(config or TAFENetConfig(), overrides, "TAFE-Net")
 
     # ------------------------------------------------------------------ data plumbing
     def descriptions(self, data: Any) -> np.ndarray:

@@ -100,7 +100,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -109,7 +109,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from workbench.errors import ParameterError
-from workbench.train import History, check_finite, progress, resolve_device, torch_threads
+from workbench.train import History, check_finite, configure, progress, resolve_device, torch_threads
 
 SIZE = 28
 
@@ -865,12 +865,7 @@ class TTNet:
     """
 
     def __init__(self, config: TTNetConfig | None = None, **overrides: Any) -> None:
-        base = config or TTNetConfig()
-        unknown = set(overrides) - set(base.__dataclass_fields__)
-        if unknown:
-            raise ParameterError(f"unknown TTNet setting(s) {sorted(unknown)}; "
-                                 f"valid: {sorted(base.__dataclass_fields__)}.")
-        self.config = replace(base, **overrides)
+        self.config = configure(config or TTNetConfig(), overrides, "TTNet")
 
     # ------------------------------------------------------------------ training
     def fit(self, models: TaskModels, gamma: Any, data: TaskData, known: Sequence[str] | None = None) -> "TTNet":
