@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from machine import machine_info  # benchmarks/machine.py
+from machine import machine_info, mean_std_over_seeds  # benchmarks/machine.py
 from workbench.data import load_digits_7seg, synthetic_gzsl
 from workbench.methods.cada_vae import IMAGE, OFFICIAL_CLASSIFIER_EPOCHS, CADAVAE, attribute_regression_baseline
 
@@ -174,19 +174,7 @@ def accuracy(seeds: list[int], splits: list[str], epochs: int, models: list[str]
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for split in dict.fromkeys(r["split"] for r in rows):
-        for model in dict.fromkeys(r["model"] for r in rows):
-            sel = [r for r in rows if r["split"] == split and r["model"] == model]
-            if not sel:
-                continue
-            entry = {"split": split, "model": model, "n_seeds": len(sel)}
-            for key in ("S", "U", "H", "ZSL", "ZSL_only_classifier"):
-                vals = np.array([r[key] for r in sel if key in r], dtype=float)
-                if vals.size:
-                    entry[key] = [round(float(vals.mean()), 1), round(float(vals.std()), 1)]
-            out.append(entry)
-    return out
+    return mean_std_over_seeds(rows, by=("split", "model"), metrics=("S", "U", "H", "ZSL", "ZSL_only_classifier"))
 
 
 # ----------------------------------------------------------------------------------------------------------

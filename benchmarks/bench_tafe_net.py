@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from machine import machine_info  # benchmarks/machine.py
+from machine import machine_info, mean_std_over_seeds  # benchmarks/machine.py
 from workbench.data import load_digit_styles, load_digits_7seg, synthetic_gzsl
 from workbench.methods.cada_vae import attribute_regression_baseline
 from workbench.methods.tafe_net import TAFENet, TAFENetConfig
@@ -124,18 +124,7 @@ def cada_rows() -> list[dict[str, Any]]:
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        for model in dict.fromkeys(r["model"] for r in rows):
-            sel = [r for r in rows if r["dataset"] == dataset and r["model"] == model]
-            if not sel:
-                continue
-            entry: dict[str, Any] = {"dataset": dataset, "model": model, "n_seeds": len(sel)}
-            for key in ("S", "U", "H", "ZSL"):
-                vals = np.array([r[key] for r in sel], dtype=float)
-                entry[key] = [round(float(vals.mean()), 1), round(float(vals.std()), 1)]
-            out.append(entry)
-    return out
+    return mean_std_over_seeds(rows, by=("dataset", "model"), metrics=("S", "U", "H", "ZSL"))
 
 
 def markdown(info: dict, settings: dict, spd: dict | None, summary: list[dict] | None) -> str:

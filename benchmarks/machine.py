@@ -1,10 +1,12 @@
-"""What every benchmark records beside its figures: when, on what machine, with which versions, under what load."""
+"""What every benchmark records beside its figures: when, on what machine, with which versions, under what load;
+and the mean ± std over seeds that their tables print."""
 
 from __future__ import annotations
 
 import os
 import platform
 import sys
+import itertools
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -39,3 +41,24 @@ def machine_info(packages: Sequence[str] = ("numpy", "torch")) -> dict[str, Any]
         "versions": versions,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def mean_std_over_seeds(rows: Sequence[dict[str, Any]], by: Sequence[str],
+                        metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """One entry per combination of the ``by`` keys (in order of first appearance, first key outermost) with
+    ``n_seeds`` and ``[mean, std]`` (1 decimal) of each metric the rows have; combinations without rows are left out."""
+    levels = [list(dict.fromkeys(r[k] for r in rows)) for k in by]
+    out = []
+    for combo in itertools.product(*levels):
+        sel = [r for r in rows if all(r[k] == v for k, v in zip(by, combo))]
+        if not sel:
+            continue
+        entry: dict[str, Any] = {**dict(zip(by, combo)), "n_seeds": len(sel)}
+        for key in metrics:
+            vals = [float(r[key]) for r in sel if key in r]
+            if vals:
+                mean = sum(vals) / len(vals)
+                std = (sum((v - mean) ** 2 for v in vals) / len(vals)) ** 0.5
+                entry[key] = [round(mean, 1), round(std, 1)]
+        out.append(entry)
+    return out
