@@ -10,7 +10,7 @@ import pytest
 import torch
 from data_fixtures import data_root, manifests, tiny_manifest, write_xlsa17_pair  # noqa: F401
 
-from workbench.data import load_digits_7seg, load_xlsa17
+from workbench.data import load_digit_styles, load_digits_7seg, load_xlsa17
 from workbench.errors import DataError, ParameterError
 from workbench.evaluation import gzsl_scores, harmonic_mean
 from workbench.methods.cada_vae import (CADAVAE, CADAVAEConfig, SamplesPerClass, Warmup, attribute_regression_baseline,
@@ -136,6 +136,21 @@ def test_digits_unseen_classes_beat_chance_and_the_regression_baseline(digits, f
     chance = 1 / len(digits.unseen_classes)
     assert scores.ZSL > chance + 0.03 and scores.ZSL > baseline.ZSL + 0.03
     assert scores.U > baseline.U + 0.05
+    assert scores.S > 0.9 and scores.H == pytest.approx(harmonic_mean(scores.S, scores.U))
+
+
+def test_digit_styles_unseen_pairs_beat_chance_and_the_regression_baseline():
+    """Zero-shot *composition*: 40 (digit, style) classes, each digit's unseen style held out (10 unseen pairs,
+    chance 10%), seed 0, the official recipe. Both primitives of every unseen pair were seen in training, and
+    CADA-VAE tells the unseen pairs apart at 2.5x chance (25.4% vs the regression baseline's 18.2%). In GZSL,
+    though, its unseen images still go to seen pairs (U 0.3%): the seen-class bias is not removed on this data
+    (5 seeds in benchmarks/results/cada_vae.md)."""
+    data = load_digit_styles(seed=0)
+    scores = CADAVAE(seed=0).fit(data).evaluate(data)
+    baseline = attribute_regression_baseline(data)
+    chance = 1 / len(data.unseen_classes)
+    print(f"\ndigit-styles seed 0: CADA {scores.as_percent()} vs regression {baseline.as_percent()}")
+    assert scores.ZSL > 2 * chance and scores.ZSL > baseline.ZSL + 0.03
     assert scores.S > 0.9 and scores.H == pytest.approx(harmonic_mean(scores.S, scores.U))
 
 

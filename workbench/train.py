@@ -55,6 +55,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with the single-kernel ("fused") update where this build has one for the device.
+
+    Same algorithm, one pass over memory instead of one per element-wise op: on a CPU the update of a
+    7.8M-parameter model (CADA-VAE at CUB scale, amsgrad) drops from about 12 ms to 5 ms a step.
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # pragma: no cover - builds without a fused Adam for this device/dtype
+        return torch.optim.Adam(params, **kwargs)
+
+
 def check_finite(loss: torch.Tensor | float, *, where: str, hint: str = "") -> None:
     """Stop with a clear error (not silent garbage) when a loss becomes NaN or infinite."""
     value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
