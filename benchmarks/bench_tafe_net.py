@@ -113,12 +113,13 @@ def accuracy(seeds: list[int], datasets: list[str], quick: bool) -> list[dict[st
 
 
 def cada_rows() -> list[dict[str, Any]]:
-    """CADA-VAE's digits-7seg test rows (same seeds, so the same splits) from its benchmark results."""
+    """CADA-VAE's test rows on digits-7seg and digit-styles (same seeds, so the same splits) from its benchmark
+    results (rows without a dataset are from runs that measured digits-7seg only)."""
     path = RESULTS / "cada_vae.json"
     if not path.exists():
         return []
     old = json.loads(path.read_text(encoding="utf-8"))
-    return [{"dataset": "digits-7seg", "seed": r["seed"], "model": "CADA-VAE (bench_cada_vae)",
+    return [{"dataset": r.get("dataset", "digits-7seg"), "seed": r["seed"], "model": "CADA-VAE (bench_cada_vae)",
              **{k: r[k] for k in ("S", "U", "H", "ZSL")}}
             for r in old.get("digits_rows") or [] if r["split"] == "test" and r["model"] == "CADA"]
 

@@ -272,8 +272,9 @@ settings chosen on validation splits:
 | digit-styles | TAFE-Net | 95.0 ± 1.5 | 6.5 ± 3.1 | 12.0 ± 5.3 | 41.3 ± 5.5 (10) |
 | digit-styles | without embedding loss | 94.8 ± 1.1 | 6.9 ± 3.0 | 12.8 ± 5.0 | 41.7 ± 5.2 (10) |
 | digit-styles | non-task-aware, same size | 72.1 ± 3.2 | 1.4 ± 1.1 | 2.7 ± 2.2 | 29.4 ± 5.5 (10) |
+| digit-styles | CADA-VAE, same splits | 96.1 ± 0.8 | 0.1 ± 0.1 | 0.1 ± 0.2 | 27.3 ± 3.7 (10) |
 | digits-7seg | TAFE-Net | 93.5 ± 2.8 | 1.3 ± 1.0 | 2.5 ± 2.0 | 23.1 ± 10.1 (33.3) |
-| digits-7seg | CADA-VAE, same splits | 97.2 ± 1.0 | 4.8 ± 2.8 | 9.1 ± 5.0 | 38.9 ± 10.3 (33.3) |
+| digits-7seg | CADA-VAE, same splits | 97.3 ± 1.0 | 5.2 ± 2.8 | 9.8 ± 4.9 | 39.1 ± 10.4 (33.3) |
 
 - **Composition works.** On digit-styles every primitive has been seen, and TAFE-Net recognises unseen
   (digit, style) pairs at four times chance, 12 points above the same-size non-task-aware model — whose single
