@@ -243,7 +243,7 @@ fig.update_layout(template="plotly_white", height=420).show()
 curve
 """),
 md(r"""
-## What to make of it (digits-7seg)
+## What to make of it (digits-7seg and digit-styles)
 
 Numbers from `benchmarks/bench_cada_vae.py`: 5 seeds, each with its own 3 unseen digits, mean ± std in %
 (`benchmarks/results/cada_vae.md`). Every setting was chosen on the **validation** split — two seen digits playing
