@@ -44,3 +44,12 @@ def test_parameters_are_declared_for_the_cli(path):
 def test_notebook_runs_in_smoke_profile(path, smoke_report):
     result = smoke_report(path.stem)
     assert result.status == "ok", f"{path.stem} failed in the smoke profile: {result.error}"
+
+
+def test_cada_vae_notebook_runs_on_digit_styles(tmp_path):
+    """A non-default real dataset through the whole notebook: the composition data (digit, style) pairs."""
+    from workbench.reports import execute_notebook, resolve_notebooks
+
+    info = inspect_notebook(resolve_notebooks(["cada_vae"])[0])
+    result = execute_notebook(info, {"profile": "smoke", "dataset": "digit-styles"}, tmp_path, progress_bar=False)
+    assert result.status == "ok", f"cada_vae with dataset='digit-styles' failed in the smoke profile: {result.error}"
