@@ -248,7 +248,7 @@ def test_ttnet_beats_the_gamma_weighted_average_on_a_held_out_task(experiment):
     """Held-out tasks: the three zero-shot tasks, and each known task left out of F's training in turn
     (``validate_on_known``: F never sees that task's models or data). All results are printed; at this small
     scale, seed 0, TTNet loses to the Γ-weighted average on the three zero-shot tasks and wins on some of the
-    left-out known tasks (see the benchmark for the full-size numbers over three seeds)."""
+    left-out known tasks (see the benchmark for the full-size numbers over five seeds)."""
     exp = experiment
     table = exp.result.table()
     print("\nzero-shot tasks, test MSE (small scale, seed 0):\n" + table.round(4).to_string())

@@ -68,12 +68,13 @@ What the slides say, and what this module does
   per-source residual 0.99; attention from Γ alone (learned temperatures) 0.92, and without residual 0.99; one
   attention for the whole model 0.87; 800 transfer steps 0.83; no self mode 0.90. One run each: differences
   under ~0.1 are within the noise.
-- **What came out** (``benchmarks/results/ttnet.md``, seeds 0-2, test images): on the three zero-shot tasks
-  TTNet's mean error is below the Γ-weighted average's in 1 of 9 (task, seed) cases (denoising, seed 2: 0.0489
-  vs 0.0538, lower on 97% of the images); on the known tasks held out of F in turn, in 9 of 21 (geometric mean
-  error ratio 0.94). With 2-4 sources (the slides' table) TTNet beats the Γ-weighted average more often than
+- **What came out** (``benchmarks/results/ttnet.md``, seeds 0-4, test images): on the three zero-shot tasks
+  TTNet's mean error is below the Γ-weighted average's in 2 of 15 (task, seed) cases (denoising, seed 2: 0.0489
+  vs 0.0538, lower on 97% of the images; distance, seed 4: 0.403 vs 0.547, where every label-free model is poor);
+  on the known tasks held out of F in turn, in 19 of 35 (blur at every seed, by 1.4-3.3x; geometric mean error
+  ratio 0.905). With 2-4 sources (the slides' table) TTNet beats the Γ-weighted average more often than
   with all 7, the opposite of the paper's trend: with few sources the average itself is poor. TTNet_LS (TTNet
-  fine-tuned on 32 target images) beats the same 32 images from θ_0 in 8 of 9 cases. Our reading: with 7 known
+  fine-tuned on 32 target images) beats the same 32 images from θ_0 in 14 of 15 cases. Our reading: with 7 known
   tasks F has too few tasks to learn a rule that carries over to a new one (the paper had up to 20 sources).
 - **Loss**: the parameter term is the mean squared error over coordinates standardised by each coordinate's
   spread across the training models (raw coordinates differ in scale by 10x between layers); the consistency
