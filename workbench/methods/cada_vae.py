@@ -42,7 +42,7 @@ documented changes:
   classifier use the single-kernel ("fused") Adam, the same update in one pass over memory.
   ``precision="bf16"`` (autocast) and ``num_threads`` are speed options. At CUB scale on 2 CPU cores a full run
   takes 9.6 min in float32 and 5.8 min in bf16 (benchmarks/results/cada_vae.md); the recipe's matrix products
-  and its 14,200 memory-bound amsgrad updates alone need 3.9 min there, so the issue's 3-minute goal is out of reach
+  and its 14,200 memory-bound amsgrad updates alone need about 3.9 min there, so the issue's 3-minute goal is out of reach
   on that machine without changing the recipe.
 
 **The teaching data (digits-7seg)** runs the official settings above; nothing measured on its validation split
