@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from machine import machine_info, mean_std_over_seeds  # benchmarks/machine.py
+from machine import machine_info, mean_std_over_seeds, save_results  # benchmarks/machine.py
 from workbench.data import load_digit_styles, load_digits_7seg, synthetic_gzsl
 from workbench.methods.cada_vae import IMAGE, OFFICIAL_CLASSIFIER_EPOCHS, CADAVAE, attribute_regression_baseline
 from workbench.train import adam
@@ -334,7 +334,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{e['dataset']:<13} {e['split']:<10} {e['model']:<30} " + "  ".join(f"{k} {e[k][0]:.1f}±{e[k][1]:.1f}"
                                                                    for k in ("S", "U", "H", "ZSL") if k in e))
     if args.save or not args.quick:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
         previous = args.output.with_suffix(".json")
         if (spd is None or rows is None) and previous.exists():  # --skip-*: keep that part of the last results
             old = json.loads(previous.read_text(encoding="utf-8"))
@@ -344,11 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                 settings["digits_from_run_of"] = old.get("settings", {}).get("digits_from_run_of", old["machine"]["date_utc"])
             else:
                 settings["speed_from_run_of"] = old.get("settings", {}).get("speed_from_run_of", old["machine"]["date_utc"])
-        payload = {"benchmark": "cada_vae", "machine": info, "settings": settings, "speed": spd,
-                   "digits_rows": rows, "digits_summary": summary, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
-        args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        args.output.with_suffix(".md").write_text(markdown(info, settings, spd, summary), encoding="utf-8")
-        print(f"wrote {args.output.with_suffix('.json')} and .md")
+        save_results(args.output, {"benchmark": "cada_vae", "machine": info, "settings": settings, "speed": spd,
+                                   "digits_rows": rows, "digits_summary": summary},
+                     markdown(info, settings, spd, summary))
     return 0
 
 

@@ -23,7 +23,6 @@ beat the 12 of categorical Dawid-Skene).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import machine_info  # benchmarks/machine.py
+from machine import machine_info, save_results  # benchmarks/machine.py
 from scipy.stats import spearmanr
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
@@ -275,12 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         scale_rows, sweeps = scale(levels, repeats, args.quick), run_sweeps(levels, seeds)
 
     if args.save or not args.quick:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"benchmark": "crowd", "machine": info, "settings": settings, "scale": scale_rows,
-                   "sweeps": sweeps, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
-        args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        args.output.with_suffix(".md").write_text(markdown(info, settings, scale_rows, sweeps), encoding="utf-8")
-        print(f"wrote {args.output.with_suffix('.json')} and .md")
+        save_results(args.output, {"benchmark": "crowd", "machine": info, "settings": settings, "scale": scale_rows,
+                                   "sweeps": sweeps}, markdown(info, settings, scale_rows, sweeps))
     return 0
 
 

@@ -18,7 +18,6 @@ learning curve (validation accuracy on 50 held-out classes every ``--log-every``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from machine import machine_info, save_results  # noqa: E402
 
 from workbench.data import load_omniglot  # noqa: E402
 from workbench.methods import hypertransformer as ht  # noqa: E402
@@ -110,9 +109,7 @@ def main() -> None:
     text = markdown(report)
     print(text)
     if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "hypertransformer.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "hypertransformer.md").write_text(text)
+        save_results(RESULTS / "hypertransformer", report, text)
 
 
 if __name__ == "__main__":

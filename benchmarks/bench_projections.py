@@ -19,7 +19,6 @@ same sizes, which is how the kit's t-SNE backend was chosen; the saved results i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machine import machine_info  # benchmarks/machine.py
+from machine import machine_info, save_results  # benchmarks/machine.py
 from workbench.viz import neighbour_agreement, project
 from workbench.viz.projection import METHOD_NAMES
 
@@ -149,12 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{run.agreement_input:.3f} → {run.agreement_map:.3f}", flush=True)
 
     if args.save or not args.quick:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"benchmark": "projections", "machine": info, "settings": settings,
-                   "umap_first_fit_s": umap_first_fit_s, "runs": [asdict(r) for r in runs]}
-        args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        args.output.with_suffix(".md").write_text(markdown(info, settings, runs, umap_first_fit_s), encoding="utf-8")
-        print(f"wrote {args.output.with_suffix('.json')} and .md")
+        save_results(args.output, {"benchmark": "projections", "machine": info, "settings": settings,
+                                   "umap_first_fit_s": umap_first_fit_s, "runs": [asdict(r) for r in runs]},
+                     markdown(info, settings, runs, umap_first_fit_s))
     return 0
 
 

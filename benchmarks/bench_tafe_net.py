@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from machine import machine_info, mean_std_over_seeds  # benchmarks/machine.py
+from machine import machine_info, mean_std_over_seeds, save_results  # benchmarks/machine.py
 from workbench.data import load_digit_styles, load_digits_7seg, synthetic_gzsl
 from workbench.methods.cada_vae import attribute_regression_baseline
 from workbench.methods.tafe_net import TAFENet, TAFENetConfig
@@ -188,12 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             spd = spd if spd is not None else old.get("speed")
             if rows is None:
                 rows, summary = old.get("rows"), old.get("summary")
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"benchmark": "tafe_net", "machine": info, "settings": settings, "speed": spd, "rows": rows,
-                   "summary": summary, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
-        args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        args.output.with_suffix(".md").write_text(markdown(info, settings, spd, summary), encoding="utf-8")
-        print(f"wrote {args.output.with_suffix('.json')} and .md")
+        save_results(args.output, {"benchmark": "tafe_net", "machine": info, "settings": settings, "speed": spd,
+                                   "rows": rows, "summary": summary}, markdown(info, settings, spd, summary))
     return 0
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+from machine import machine_info, save_results  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: 12 alphabets from several script families, background and evaluation sets.
@@ -268,10 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.quick or args.save:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "task2vec.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-        (RESULTS / "task2vec.md").write_text(text)
-        print(f"wrote {RESULTS / 'task2vec.json'} and {RESULTS / 'task2vec.md'}")
+        save_results(RESULTS / "task2vec", report, text)
     return 0
 
 

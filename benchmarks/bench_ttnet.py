@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from machine import machine_info  # benchmarks/machine.py
+from machine import machine_info, save_results  # benchmarks/machine.py
 from workbench.methods.ttnet import (
     LAYOUT,
     METHODS,
@@ -251,13 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = [one_seed(s, family_kw, ttnet_kw, with_left_out=True, with_table=(s == seeds[0]))
             for s in seeds]
     if args.save or not args.quick:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"benchmark": "ttnet", "machine": info, "settings": settings, "speed": spd, "runs": runs,
-                   "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
-        args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n",
-                                                    encoding="utf-8")
-        args.output.with_suffix(".md").write_text(markdown(info, settings, spd, runs), encoding="utf-8")
-        print(f"wrote {args.output.with_suffix('.json')} and .md")
+        save_results(args.output, {"benchmark": "ttnet", "machine": info, "settings": settings, "speed": spd,
+                                   "runs": runs}, markdown(info, settings, spd, runs))
     return 0
 
 

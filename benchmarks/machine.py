@@ -3,6 +3,7 @@ and the mean ± std over seeds that their tables print."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -62,3 +63,14 @@ def mean_std_over_seeds(rows: Sequence[dict[str, Any]], by: Sequence[str],
                 entry[key] = [round(mean, 1), round(std, 1)]
         out.append(entry)
     return out
+
+
+def save_results(stem: Path, payload: dict[str, Any], markdown: str) -> None:
+    """Write a benchmark's results: ``stem.json`` (the figures, with the load average at the end of the run added)
+    and ``stem.md`` (the human-readable report), creating the folder if needed."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=float) + "\n",
+                                         encoding="utf-8")
+    stem.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
