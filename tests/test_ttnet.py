@@ -21,6 +21,7 @@ from workbench.methods.ttnet import (
     TTNetConfig,
     baseline_models,
     crowd_gamma,
+    fit_mixture,
     forward,
     forward_many,
     gamma_weights,
@@ -262,6 +263,46 @@ def test_ttnet_beats_the_gamma_weighted_average_on_a_held_out_task(experiment):
     assert wins.any(), "TTNet beat the Γ-weighted average on no held-out task"
     assert (table["oracle"] < table["small data"]).all()  # all data beats 32 images
     assert (table["TTNet_LS"] < table["TTNet"]).all()  # fine-tuning on a little target data helps
+
+
+def test_label_fitted_mixture_shows_the_room_f_has(experiment):
+    """The best mixture of the sources that labels can buy beats the Γ-weighted average on every zero-shot task:
+    F's output form is not what holds TTNet back."""
+    exp = experiment
+    for task in SMALL.zero_shot:
+        sources = exp.ttnet.sources_for(task)
+        theta, weights = fit_mixture(exp.models, exp.data, sources, task, seed=0)
+        again, _ = fit_mixture(exp.models, exp.data, sources, task, seed=0)
+        assert torch.equal(theta, again)
+        assert list(weights.index) == sources and list(weights.columns) == list(LAYOUT.names)
+        assert np.allclose(weights.sum(axis=0), 1.0) and (weights.to_numpy() >= 0).all()
+        k = exp.data.index(task)
+        errors = per_image_loss(torch.stack([theta, exp.result.params[task]["Γ-weighted average"]]),
+                                exp.data.inputs["test"][k], exp.data.targets["test"][k]).mean(dim=1)
+        print(f"{task}: label-fitted mixture {errors[0]:.4f}, Γ-weighted average {errors[1]:.4f}")
+        assert errors[0] < errors[1], task
+    _, whole = fit_mixture(exp.models, exp.data, sources, task, per_tensor=False, steps=5)
+    assert list(whole.columns) == ["all parameters"]
+    with pytest.raises(ParameterError, match="other than the target"):
+        fit_mixture(exp.models, exp.data, [task, "blur"], task)
+
+
+@pytest.mark.timeout(1200)
+def test_ttnet_beats_the_gamma_weighted_average_on_a_zero_shot_task_at_full_size():
+    """The issue's check at a fixed seed, at the benchmark's full size: seed 2, where TTNet's denoising model beats
+    the Γ-weighted average (0.0489 vs 0.0538 test MSE in benchmarks/results/ttnet.md).
+
+    Seed 2 is pinned *because* it is one of the two winning (task, seed) cases of fifteen (the other: distance at
+    seed 4); at the other thirteen TTNet loses. All results are printed and the benchmark reports every seed: this
+    test guards that the reported win reproduces, it is not evidence that TTNet usually wins here."""
+    family, config = TaskFamilyConfig(seed=2, num_threads=1), TTNetConfig(seed=2, num_threads=1)
+    exp = run_experiment(family, config)
+    table = exp.result.table()
+    print("\nzero-shot tasks, test MSE (full size, seed 2):\n" + table.round(4).to_string())
+    print("TTNet win rate vs Γ-weighted average:", exp.result.win_rates().round(3).to_dict())
+    assert table.loc["denoising", "TTNet"] < table.loc["denoising", "Γ-weighted average"]
+    assert exp.result.win_rates()["denoising"] > 0.5  # lower error on most test images, not only on average
+    assert (table["TTNet_LS"] < table["small data"]).all()
 
 
 def test_baselines(experiment):

@@ -311,6 +311,33 @@ weights.style.format(precision=2).highlight_max(axis=0, props="font-weight: bold
     f"Source weights for '{task}' (largest per tensor in bold)")
 """),
 md(r"""
+### How much room does $F$ have?
+
+$F$'s output is a mixture of the sources' models, one set of weights per parameter tensor, plus a small residual.
+How good could such a mixture be? `fit_mixture` cheats on purpose: it fits those weights by gradient descent on
+the zero-shot task's *labelled* training images. Its test error is what a perfect prediction of the weights from
+Γ would reach, so it separates two questions: is the mixture form too weak, or does $F$ pick the wrong weights?
+"""),
+code(r"""
+from workbench.methods.ttnet import fit_mixture, per_image_loss
+
+room, fitted = {}, {}
+for task in result.tasks:
+    theta, fitted[task] = fit_mixture(models, data, model.sources_for(task), task, seed=S.seed,
+                                      steps=S.pick(smoke=20, default=300, full=300))
+    k = data.index(task)
+    room[task] = {**{n: float(result.errors[task][n].mean()) for n in ("oracle", "Γ-weighted average", "TTNet")},
+                  "label-fitted mixture": float(per_image_loss(theta[None], data.inputs["test"][k],
+                                                               data.targets["test"][k]).mean())}
+display(pd.DataFrame(room).T.style.format("{:.4f}").set_caption(
+    "Test MSE: the mixture fitted on labels (not zero-shot) beside the label-free models and the oracle"))
+task = result.tasks[0]
+weights = fitted[task].copy()
+weights.insert(0, "γ", gamma.frame().loc[weights.index, task])
+weights.style.format(precision=2).highlight_max(axis=0, props="font-weight: bold").set_caption(
+    f"Mixture weights fitted on '{task}' labels: compare with F's weights above")
+"""),
+md(r"""
 ## How many source tasks are needed?
 
 The slides' table: TTNets trained with growing sets of known tasks (✓ in, x out), and each one's win rate on
@@ -350,6 +377,10 @@ Numbers from `benchmarks/bench_ttnet.py` (`benchmarks/results/ttnet.md`): the de
   sources hurt TTNet. The paper's TTNet improved with 4 → 20 sources; 7 known tasks are too few for F to learn a
   rule that carries over to a new task (settings were chosen on validation images of known tasks only; see the
   docstring of `workbench/methods/ttnet.py` for every variant we tried).
+- **$F$ picks the wrong mixture, not a too-weak one.** The same sources mixed with per-tensor weights fitted on
+  the zero-shot task's labels (`fit_mixture`) reach half the Γ-weighted average's error (geometric mean 0.50
+  over the 15 cases). $F$'s weights instead take layers from sources that suited most *known* tasks, whatever
+  Γ says: at seed 1 the output-layer weights of both edges and distance come mostly from blur (γ = 0).
 - **The regressed model is a good starting point**: TTNet_LS, TTNet fine-tuned on the same 32 images as the
   small-data baseline, beats that baseline in 14 of 15 cases (e.g. distance 0.0083 vs 0.0139 at seed 0).
 """),
