@@ -3,11 +3,11 @@ and the mean ± std over seeds that their tables print."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
 import sys
-import itertools
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path

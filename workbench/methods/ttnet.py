@@ -124,7 +124,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from workbench.errors import ParameterError
-from workbench.train import History, check_finite, configure, progress, resolve_device, torch_threads
+from workbench.train import History, adam, check_finite, configure, progress, resolve_device, torch_threads
 
 SIZE = 28
 
@@ -1071,13 +1071,14 @@ def fit_mixture(models: TaskModels, data: TaskData, sources: Sequence[str], targ
     if not sources or target in sources:
         raise ParameterError(f"sources must be a non-empty list of tasks other than the target {target!r}; "
                              f"got {sources}.")
-    if not (isinstance(steps, int) and steps >= 1 and isinstance(batch_size, int) and batch_size >= 1):
+    whole = (int, np.integer)
+    if not (isinstance(steps, whole) and steps >= 1 and isinstance(batch_size, whole) and batch_size >= 1):
         raise ParameterError(f"steps and batch_size must be whole numbers >= 1; got {steps!r}, {batch_size!r}.")
     with torch_threads(num_threads):
         stack = torch.stack([models.full_model(s) for s in sources])  # (m, D)
         group = LAYOUT.group_index() if per_tensor else torch.zeros(LAYOUT.size, dtype=torch.long)
         logits = torch.zeros(len(sources), int(group.max()) + 1, requires_grad=True)
-        optimizer = torch.optim.Adam([logits], lr=lr)
+        optimizer = adam([logits], lr=lr)
         k = data.index(target)
         x, y = data.inputs["train"][k], data.targets["train"][k]
         gen = torch.Generator().manual_seed(seed)
