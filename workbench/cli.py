@@ -54,9 +54,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for name, (_, description) in sorted(TRAINERS.items()):
             print(f"{name:<24} {description}")
         return 0
+    import inspect
+
+    from workbench.errors import ParameterError
+
     trainer = get_trainer(args.name)
     out = Path(args.output_dir) if args.output_dir else checkpoints_dir()
-    path = trainer(profile=args.profile, seed=args.seed, output_dir=out)
+    options = {"resume": args.resume, "threads": args.threads}
+    accepted = inspect.signature(trainer).parameters
+    for name, value in options.items():
+        if name not in accepted and value not in (None, False):
+            raise ParameterError(f"the {args.name} trainer has no --{name} option (it is short; run it again).")
+    path = trainer(profile=args.profile, seed=args.seed, output_dir=out,
+                   **{k: v for k, v in options.items() if k in accepted and v is not None})
     print(f"checkpoint: {path}")
     return 0
 
@@ -98,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p_train.add_argument("--output-dir", default=None,
                          help="where to write (default: the package's checkpoints folder)")
+    p_train.add_argument("--resume", action="store_true",
+                         help="continue an interrupted long run from its saved state (NAME.state.pt)")
+    p_train.add_argument("--threads", type=int, default=None,
+                         help="torch threads (default: the trainer's, usually 1 so a long run leaves a core free)")
     p_train.set_defaults(handler=_cmd_train)
 
     from workbench.data import commands as data_commands
@@ -117,8 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("workbench: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"workbench: {exc}" if str(exc) else "workbench: interrupted", file=sys.stderr)
         return 130
 
 

@@ -18,11 +18,12 @@ def _disabled(disable: bool | None) -> bool:
 
 
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, leave: bool = False,
-             disable: bool | None = None) -> Iterator[T]:
-    """Wrap an iterable: ``for epoch in progress(range(n), desc="epochs"): ...``."""
+             disable: bool | None = None, initial: int = 0) -> Iterator[T]:
+    """Wrap an iterable: ``for epoch in progress(range(n), desc="epochs"): ...`` (``initial``: items already
+    done, e.g. when a run resumes)."""
     from tqdm.auto import tqdm
 
-    return iter(tqdm(iterable, desc=desc, total=total, leave=leave, disable=_disabled(disable)))
+    return iter(tqdm(iterable, desc=desc, total=total, leave=leave, disable=_disabled(disable), initial=initial))
 
 
 def progress_bar(*, total: int | None, desc: str, unit: str = "it", disable: bool | None = None,

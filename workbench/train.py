@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import signal
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -101,3 +105,72 @@ class History:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Resumable training: a state file written atomically, and Ctrl-C / SIGTERM that stop at a step boundary
+# ----------------------------------------------------------------------------------------------------------
+
+def save_training_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Write a resumable training state (tensors and plain Python values only) atomically: a crash or kill while
+    writing leaves the previous state file intact. Read it back with :func:`load_training_state`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A state written by :func:`save_training_state` (``torch.load(weights_only=True)``: no code is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"there is no training state to resume at {path}; start without --resume/resume=True.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe file
+        raise TrainingError(f"cannot read the training state {path} ({type(exc).__name__}: {exc}); delete it "
+                            "and start again, or restore it from a backup.") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise TrainingError(f"{path} is not a workbench training state.")
+    return state
+
+
+class StopRequest:
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM during a block into a flag that a training loop checks at its
+    next step boundary, so it can save a consistent state before stopping; a second signal stops at once.
+
+    Outside the main thread (where signal handlers cannot be installed) it only ever reports False.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested is not None:  # second signal: the previous behaviour, now
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __bool__(self) -> bool:
+        return self.requested is not None
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by a training loop that stopped on Ctrl-C/SIGTERM after saving its state (``.state_path``)."""
+
+    def __init__(self, message: str, state_path: Any = None) -> None:
+        super().__init__(message)
+        self.state_path = state_path

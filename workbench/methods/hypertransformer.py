@@ -82,6 +82,7 @@ after 4,000,000 episodes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -327,7 +328,11 @@ class TargetCNN(nn.Module):
 
     def block(self, i: int, h: torch.Tensor, weight: torch.Tensor,
               stats: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """conv 'same' (no bias) -> ReLU -> MaxPool 2 -> BN; returns ``(output, bn_stats_used)``."""
+        """conv 'same' (no bias) -> ReLU -> MaxPool 2 -> BN; returns ``(output, bn_stats_used)``.
+
+        Channels-last memory makes these few-channel convolutions and poolings about 1.5x faster on a CPU
+        (fwd + bwd of the 8-channel CNN on 60 images: 7.6 -> 4.9 ms); the result is the same up to rounding."""
+        h = h.contiguous(memory_format=torch.channels_last)
         h = F.max_pool2d(F.relu(F.conv2d(h, weight, padding=1)), 2)
         return _batch_norm(h, self.bn_weight[i], self.bn_bias[i], stats)
 
@@ -401,11 +406,30 @@ class _EpisodicLearner(nn.Module):
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (fraction - warm) / (1 - warm))))
 
     def fit(self, episodes: Any, *, val: Any = None, val_episodes: int = 50, log: Any = None,
-            show_progress: bool = True) -> "_EpisodicLearner":
+            show_progress: bool = True, state_path: Path | str | None = None, save_every_minutes: float = 5.0,
+            resume: bool = False, stop_after: int | None = None) -> "_EpisodicLearner":
         """Train on ``episodes`` (an EpisodeSampler, read with ``sample()`` so it moves on, or an iterable of
-        Episodes) for ``config.steps`` steps (or ``config.max_minutes``). ``val``: a sampler scored every ``log_every`` steps (its first
-        ``val_episodes`` episodes). ``log``: a callable receiving one line of text per record."""
+        Episodes) for ``config.steps`` steps (or ``config.max_minutes``). ``val``: a sampler scored every
+        ``log_every`` steps (its first ``val_episodes`` episodes). ``log``: a callable receiving one line of text
+        per record.
+
+        Long runs: with ``state_path`` the complete training state (model, optimiser, step, sampler position,
+        both random generators, history, elapsed time) is written there atomically every ``save_every_minutes``,
+        at the end, and when Ctrl-C or SIGTERM arrives (the step in progress finishes first; then
+        :class:`~workbench.train.TrainingInterrupted` is raised). ``resume=True`` continues from that file; the
+        result equals an uninterrupted run of the same length (tested). ``stop_after``: save and return after
+        this many steps in total (train in chunks). Resuming needs an :class:`EpisodeSampler` (its position is
+        saved), not a plain iterable.
+        """
+        from workbench.train import (StopRequest, TrainingInterrupted, load_training_state,
+                                     save_training_state)
+
         cfg = self.config
+        if (state_path is not None or resume) and not hasattr(episodes, "sample"):
+            raise ParameterError("resumable training needs an EpisodeSampler (its position is saved), "
+                                 "not a plain iterable of episodes.")
+        if resume and state_path is None:
+            raise ParameterError("resume=True needs state_path= (the file written by an earlier run).")
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         params = [p for p in self.parameters() if p.requires_grad]
@@ -413,53 +437,106 @@ class _EpisodicLearner(nn.Module):
                else torch.optim.SGD(params, lr=cfg.lr))
         self.history_ = History()
         self.step_ = 0
+        run_loss, run_acc, run_n = 0.0, 0.0, 0
+        elapsed_before = 0.0
+        if resume:
+            state = load_training_state(state_path)
+            self._check_state(state, state_path)
+            self.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            self.step_ = int(state["step"])
+            self.history_ = History(list(state["history"]))
+            run_loss, run_acc, run_n = float(state["running"][0]), float(state["running"][1]), int(state["running"][2])
+            torch.set_rng_state(state["rng_torch"])
+            gen.set_state(state["rng_generator"])
+            episodes._next = int(state["sampler_next"])
+            elapsed_before = float(state["elapsed_seconds"])
+            if log is not None:
+                log(f"# resumed at step {self.step_} ({self.step_ * cfg.episodes_per_step} episodes) from {state_path}")
+
+        def snapshot() -> None:
+            save_training_state(state_path, {
+                "format": 1, "kind": type(self).__name__, "config": asdict(cfg), "model": self.state_dict(),
+                "optimizer": opt.state_dict(), "step": self.step_, "history": self.history_.records,
+                "running": [run_loss, run_acc, run_n], "rng_torch": torch.get_rng_state(),
+                "rng_generator": gen.get_state(), "sampler_next": int(episodes._next),
+                "elapsed_seconds": elapsed_before + time.perf_counter() - start})
+
         stream = _episodes(episodes)
         start = time.perf_counter()
+        last_save = start
         budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
-        run_loss, run_acc, run_n = 0.0, 0.0, 0
-        bar = progress(range(cfg.steps), desc=type(self).__name__, total=cfg.steps, leave=False,
-                       disable=not show_progress) if show_progress else range(cfg.steps)
-        for step in bar:
-            elapsed = time.perf_counter() - start
-            fraction = step / cfg.steps if budget is None else max(step / cfg.steps, elapsed / budget)
-            if budget is not None and elapsed >= budget:
-                break
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * self._schedule(fraction)
-            mask_p = cfg.unlabeled_mask_end if cfg.unlabeled_warmup == 0 else (
-                cfg.unlabeled_mask_start + (cfg.unlabeled_mask_end - cfg.unlabeled_mask_start)
-                * min(1.0, fraction / cfg.unlabeled_warmup))
-            self.train()
-            opt.zero_grad()
-            total = 0.0
-            for _ in range(cfg.episodes_per_step):
-                episode = next(stream)
-                logits = self.episode_logits(episode, mask_p=mask_p, gen=gen)
-                loss = F.cross_entropy(logits, episode.query_y) / cfg.episodes_per_step
-                loss.backward()
-                total += float(loss.detach())
-                run_acc += float((logits.argmax(1) == episode.query_y).float().mean())
-            check_finite(total, where=f"step {step}", hint="Lower lr, or set grad_clip.")
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            self.step_ = step + 1
-            run_loss += total
-            run_n += 1
-            if self.step_ % cfg.log_every == 0 or self.step_ == cfg.steps:
-                record = dict(step=self.step_, episodes=self.step_ * cfg.episodes_per_step,
-                              loss=run_loss / run_n, train_accuracy=run_acc / (run_n * cfg.episodes_per_step),
-                              lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - start)
-                if val is not None:
-                    record["val_accuracy"] = self.evaluate(val, val_episodes, unlabeled=False).accuracy.mean
-                self.history_.log(**record)
-                if log is not None:
-                    log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-                run_loss, run_acc, run_n = 0.0, 0.0, 0
-        self.train_seconds_ = time.perf_counter() - start
+        last_step = cfg.steps if stop_after is None else min(cfg.steps, int(stop_after))
+        steps = range(self.step_, last_step)
+        bar = progress(steps, desc=type(self).__name__, total=last_step, initial=self.step_, leave=False,
+                       disable=not show_progress) if show_progress else steps
+        with StopRequest() if state_path is not None else contextlib.nullcontext(None) as stop:
+            for step in bar:
+                elapsed = elapsed_before + time.perf_counter() - start
+                fraction = step / cfg.steps if budget is None else max(step / cfg.steps, elapsed / budget)
+                if budget is not None and elapsed >= budget:
+                    break
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * self._schedule(fraction)
+                mask_p = cfg.unlabeled_mask_end if cfg.unlabeled_warmup == 0 else (
+                    cfg.unlabeled_mask_start + (cfg.unlabeled_mask_end - cfg.unlabeled_mask_start)
+                    * min(1.0, fraction / cfg.unlabeled_warmup))
+                self.train()
+                opt.zero_grad()
+                total = 0.0
+                for _ in range(cfg.episodes_per_step):
+                    episode = next(stream)
+                    logits = self.episode_logits(episode, mask_p=mask_p, gen=gen)
+                    loss = F.cross_entropy(logits, episode.query_y) / cfg.episodes_per_step
+                    loss.backward()
+                    total += float(loss.detach())
+                    run_acc += float((logits.argmax(1) == episode.query_y).float().mean())
+                check_finite(total, where=f"step {step}", hint="Lower lr, or set grad_clip.")
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                self.step_ = step + 1
+                run_loss += total
+                run_n += 1
+                if self.step_ % cfg.log_every == 0 or self.step_ == cfg.steps:
+                    record = dict(step=self.step_, episodes=self.step_ * cfg.episodes_per_step,
+                                  loss=run_loss / run_n, train_accuracy=run_acc / (run_n * cfg.episodes_per_step),
+                                  lr=opt.param_groups[0]["lr"],
+                                  seconds=elapsed_before + time.perf_counter() - start)
+                    if val is not None:
+                        record["val_accuracy"] = self.evaluate(val, val_episodes, unlabeled=False).accuracy.mean
+                    self.history_.log(**record)
+                    if log is not None:
+                        log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                      for k, v in record.items()))
+                    run_loss, run_acc, run_n = 0.0, 0.0, 0
+                if state_path is not None and (stop or time.perf_counter() - last_save >= 60 * save_every_minutes):
+                    snapshot()
+                    last_save = time.perf_counter()
+                    if stop:
+                        if log is not None:
+                            log(f"# stopped by {stop.requested} at step {self.step_}; state saved to {state_path}")
+                        raise TrainingInterrupted(f"training stopped by {stop.requested} at step {self.step_} of "
+                                                  f"{cfg.steps}; resume with the same command and --resume "
+                                                  f"(state: {state_path}).", state_path)
+            if state_path is not None:
+                snapshot()
+        self.train_seconds_ = elapsed_before + time.perf_counter() - start
         self.train_episodes_ = self.step_ * cfg.episodes_per_step
         self.eval()
         return self
+
+    def _check_state(self, state: dict[str, Any], path: Any) -> None:
+        """A saved state must come from the same kind of model with the same configuration."""
+        kind = state.get("kind")
+        if kind != type(self).__name__:
+            raise ParameterError(f"the training state {path} belongs to a {kind}, not a {type(self).__name__}.")
+        saved, own = state.get("config", {}), asdict(self.config)
+        differ = sorted(k for k in set(saved) | set(own) if saved.get(k) != own.get(k))
+        if differ:
+            detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {own.get(k)!r}" for k in differ[:6])
+            raise ParameterError(f"the training state {path} was made with another configuration ({detail}); "
+                                 "resume with the same settings, or start a new run without resume.")
 
     @torch.no_grad()
     def predict(self, episode: Any, *, unlabeled: bool = True) -> torch.Tensor:
@@ -496,6 +573,11 @@ class HyperTransformer(_EpisodicLearner):
         if cfg.feature_size < 1:
             raise ParameterError(f"image_size {cfg.image_size} is too small for 4 pooling layers.")
         self.config = cfg
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on config.seed only
+            torch.manual_seed(cfg.seed)
+            self._build(cfg)
+
+    def _build(self, cfg: HyperTransformerConfig) -> None:
         c, n_labels = cfg.channels, cfg.n_way + 1
         self.generated_convs = list(range(N_CONV)) if cfg.generate == "all" else []
         self.cnn = TargetCNN(cfg, [i for i in range(N_CONV) if i not in self.generated_convs])
@@ -579,7 +661,9 @@ class ProtoNet(_EpisodicLearner):
         if overrides:
             cfg = HyperTransformerConfig(**{**asdict(cfg), **overrides})
         self.config = cfg
-        self.cnn = TargetCNN(cfg, range(N_CONV))
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on config.seed only
+            torch.manual_seed(cfg.seed)
+            self.cnn = TargetCNN(cfg, range(N_CONV))
 
     def embed(self, x: torch.Tensor, stats: list | None = None):
         return self.cnn.features(x, [self.cnn.convs[str(i)] for i in range(N_CONV)], stats)
@@ -691,11 +775,12 @@ def omniglot_samplers(n_way: int = 20, k_shot: int = 1, q_query: int | None = No
             "test": EpisodeSampler(om.images, om.labels, seed=20_000 + seed, classes=split["test"], **common)}
 
 
-#: Training sizes for ``workbench train hypertransformer``; ``full`` made the shipped checkpoint.
+#: Training sizes for ``workbench train hypertransformer``; ``full`` made the shipped checkpoint (a long run:
+#: resumable, see :func:`train_checkpoint`).
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"steps": 20, "max_minutes": None, "val_episodes": 5, "test_episodes": 10, "log_every": 10},
     "default": {"steps": 1500, "max_minutes": 5.0, "val_episodes": 50, "test_episodes": 200, "log_every": 100},
-    "full": {"steps": 12000, "max_minutes": 22.0, "val_episodes": 60, "test_episodes": 500, "log_every": 250},
+    "full": {"steps": 150_000, "max_minutes": None, "val_episodes": 100, "test_episodes": 1000, "log_every": 1000},
 }
 #: The shipped model: 8 channels, logits generated, 20-way 1-shot with up to 2 unlabeled images per class.
 SHIPPED = dict(n_way=20, channels=8, generate="logits")
@@ -703,16 +788,21 @@ SHIPPED_EPISODES = dict(k_shot=1, n_unlabeled=2)
 
 
 def train_checkpoint(profile: str = "full", seed: int = 0, output_dir: Path | None = None, *,
-                     threads: int | None = 1) -> Path:
+                     threads: int | None = 1, resume: bool = False, save_every_minutes: float = 5.0) -> Path:
     """``workbench train hypertransformer``: train the shipped model and write ``hypertransformer.pt`` (+ .json
-    sidecar with sha256 and held-out metrics, + .log) to ``output_dir`` (default ``workbench/checkpoints``)."""
+    sidecar with sha256 and held-out metrics, + .log) to ``output_dir`` (default ``workbench/checkpoints``).
+
+    The run keeps a resumable state in ``hypertransformer.state.pt`` beside it (every ``save_every_minutes``,
+    and on Ctrl-C or SIGTERM); ``resume=True`` (``--resume``) continues from it and gives the same model as an
+    uninterrupted run. Delete the state file to start over."""
     if profile not in PROFILES:
         raise ParameterError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}.")
     with torch_threads(threads):
-        return _train_checkpoint(profile, seed, output_dir)
+        return _train_checkpoint(profile, seed, output_dir, resume, save_every_minutes)
 
 
-def _train_checkpoint(profile: str, seed: int, output_dir: Path | None) -> Path:
+def _train_checkpoint(profile: str, seed: int, output_dir: Path | None, resume: bool,
+                      save_every_minutes: float) -> Path:
     from workbench.paths import checkpoints_dir
 
     p = PROFILES[profile]
@@ -722,17 +812,27 @@ def _train_checkpoint(profile: str, seed: int, output_dir: Path | None) -> Path:
                                  log_every=p["log_every"], unlabeled_mask_end=0.3)
     samplers = omniglot_samplers(cfg.n_way, seed=seed, **SHIPPED_EPISODES)
     command = f"workbench train hypertransformer --profile {profile} --seed {seed}"
-    lines = [f"# {command}",
-             f"# 20-way {SHIPPED_EPISODES['k_shot']}-shot Omniglot (ht split, rotations), up to "
-             f"{SHIPPED_EPISODES['n_unlabeled']} unlabeled/class (mask 1.0 -> 0.3); config: {asdict(cfg)}",
-             f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"]
     path_log = output_dir / f"{CHECKPOINT_NAME}.log"
+    state_path = output_dir / f"{CHECKPOINT_NAME}.state.pt"
+    if resume and path_log.exists():
+        lines = path_log.read_text().splitlines()
+    else:
+        if state_path.exists() and not resume:
+            raise ParameterError(f"{state_path} holds the state of an unfinished run: continue it with "
+                                 f"`{command} --resume`, or delete the file to start over.")
+        lines = [f"# {command}",
+                 f"# 20-way {SHIPPED_EPISODES['k_shot']}-shot Omniglot (ht split, rotations), up to "
+                 f"{SHIPPED_EPISODES['n_unlabeled']} unlabeled/class (mask 1.0 -> 0.3); config: {asdict(cfg)}"]
+    lines.append(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
+                 f"{platform.processor() or platform.machine()}")
 
     def log(line: str) -> None:
         lines.append(line)
         path_log.write_text("\n".join(lines) + "\n")
 
-    model = HyperTransformer(cfg).fit(samplers["train"], val=samplers["val"], val_episodes=p["val_episodes"], log=log)
+    model = HyperTransformer(cfg).fit(samplers["train"], val=samplers["val"], val_episodes=p["val_episodes"], log=log,
+                                      state_path=state_path if profile != "smoke" else None,
+                                      resume=resume, save_every_minutes=save_every_minutes)
     metrics: dict[str, Any] = {"train_episodes": model.train_episodes_, "train_seconds": round(model.train_seconds_, 1),
                                "train_episodes_per_second": round(model.train_episodes_ / model.train_seconds_, 2)}
     for shots in (1, 5):
@@ -744,7 +844,8 @@ def _train_checkpoint(profile: str, seed: int, output_dir: Path | None) -> Path:
         log(f"test 20-way {shots}-shot (423 test classes, {res.accuracy.n} episodes): {res}")
     semi = omniglot_samplers(cfg.n_way, k_shot=1, n_unlabeled=2, seed=seed)["test"]
     res = model.evaluate(semi, p["test_episodes"])
-    metrics["test_1shot_2unlabeled"] = {"mean": round(res.accuracy.mean, 4), "ci95": round(res.accuracy.ci95, 4)}
+    metrics["test_1shot_2unlabeled"] = {"mean": round(res.accuracy.mean, 4), "ci95": round(res.accuracy.ci95, 4),
+                                        "episodes": res.accuracy.n}
     log(f"test 20-way 1-shot + 2 unlabeled/class: {res}")
     path = save_model(model, output_dir / f"{CHECKPOINT_NAME}.pt", {
         "command": command, "profile": profile, "seed": seed, "episodes": SHIPPED_EPISODES,
