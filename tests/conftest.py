@@ -69,3 +69,29 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def cub_vgg_root(shared_datasets) -> Path:
+    """A data root holding the real CUB-200-2011 VGG fc7 features, imported (verified) once per session from
+    ``../shared/datasets/cub_vgg_fc7``. Where that folder is absent (a user's clone) the CUB tests skip."""
+    from workbench.data import import_dataset
+
+    source = shared_datasets / "cub_vgg_fc7"
+    if not (source / "vgg").is_dir():
+        pytest.skip(f"the CUB VGG fc7 features are not staged at {source}; to run these tests, import them: "
+                    "`workbench data import cub-vgg-fc7 /path/to/cub_vgg_fc7` (or `workbench data fetch cub-vgg-fc7`) "
+                    "and set WORKBENCH_SHARED_DATASETS")
+    root = _SESSION_TMP / "cub-data-root"
+    if not (root / "cub-vgg-fc7").is_dir():
+        import_dataset("cub-vgg-fc7", source, data_root=root)
+    return root
+
+
+@pytest.fixture
+def cub_vgg(cub_vgg_root, monkeypatch):
+    """``load_cub_vgg`` with the session's CUB data root as ``$WORKBENCH_DATA`` (also seen by notebook kernels)."""
+    monkeypatch.setenv("WORKBENCH_DATA", str(cub_vgg_root))
+    from workbench.data import load_cub_vgg
+
+    return load_cub_vgg

@@ -61,9 +61,17 @@ class GZSLScores:
 
 def gzsl_scores(scores_seen_test: ArrayLike, y_seen_test: ArrayLike, scores_unseen_test: ArrayLike,
                 y_unseen_test: ArrayLike, seen_classes: ArrayLike, unseen_classes: ArrayLike) -> GZSLScores:
-    """S/U/H from class scores (N x C over *all* classes) of the test-seen and test-unseen images."""
-    s_scores, u_scores = _np(scores_seen_test), _np(scores_unseen_test)
+    """S/U/H from class scores (N x C over *all* classes) of the test-seen and test-unseen images.
+
+    The GZSL argmax runs over the seen and unseen classes only: classes that are neither (e.g. the real unseen
+    classes while a validation split lets some seen classes play the unseen role) are not candidates.
+    """
+    s_scores, u_scores = _np(scores_seen_test).astype(float), _np(scores_unseen_test).astype(float)
     unseen = _np(unseen_classes).astype(int)
+    others = np.setdiff1d(np.arange(s_scores.shape[1]), np.union1d(_np(seen_classes).astype(int), unseen))
+    if others.size:
+        s_scores[:, others] = -np.inf
+        u_scores[:, others] = -np.inf
     S = per_class_accuracy(y_seen_test, s_scores.argmax(1), seen_classes)
     U = per_class_accuracy(y_unseen_test, u_scores.argmax(1), unseen_classes)
     zsl_pred = unseen[u_scores[:, unseen].argmax(1)]

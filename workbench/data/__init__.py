@@ -28,6 +28,7 @@ _EXPORTS = {
     # GZSL
     "GZSLDataset": "gzsl", "load_digits_7seg": "digits", "load_digit_styles": "digits", "load_xlsa17": "xlsa17", "read_xlsa17": "xlsa17",
     "load_xlsa17_attributes": "xlsa17", "XLSA17Attributes": "xlsa17", "synthetic_gzsl": "xlsa17",
+    "load_cub_vgg": "cub_vgg",
     # task relations
     "load_taskonomy_affinities": "taskonomy", "TaskonomyAffinities": "taskonomy",
     # sampling
@@ -51,6 +52,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers
+    from workbench.data.cub_vgg import load_cub_vgg
     from workbench.data.digits import load_digit_styles, load_digits_7seg
     from workbench.data.episodes import Episode, EpisodeSampler
     from workbench.data.gzsl import GZSLDataset

@@ -63,6 +63,9 @@ class GZSLDataset:
     images: np.ndarray | None = None
     synthetic: bool = False
     description: str = ""
+    #: The published benchmark this dataset instantiates ("CUB", "AWA2", ...), for tables keyed by benchmark
+    #: (e.g. CADA-VAE's official classifier epochs); None for datasets of our own (digits, subsets).
+    benchmark: str | None = None
 
     def __post_init__(self) -> None:
         self.features = np.asarray(self.features, dtype=np.float32)
@@ -250,6 +253,7 @@ class GZSLDataset:
             images=None if self.images is None else self.images[rows],
             synthetic=self.synthetic,
             description=self.description,
+            benchmark=None,  # a subset is no longer the published benchmark
         )
 
     def __repr__(self) -> str:

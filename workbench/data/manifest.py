@@ -32,7 +32,7 @@ from workbench import paths
 from workbench.errors import DataError
 
 ROOTS = ("data", "embedded")
-FORMATS = ("omniglot", "digits-7seg", "taskonomy", "xlsa17", "xlsa17-attributes", "torchvision-resnet")
+FORMATS = ("omniglot", "digits-7seg", "taskonomy", "xlsa17", "xlsa17-attributes", "torchvision-resnet", "cub-vgg-fc7")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 

@@ -155,6 +155,10 @@ def fix_hint(manifest: Manifest, bad: list[FileCheck]) -> str:
                 "(`pip install -e .` in the checkout) or rebuild the embedded data with "
                 "`python -m workbench.data.build_embedded --source ../shared/datasets`.")
     where = ""
+    if len(manifest.downloads) > 1:  # many files: fetch downloads them all, import takes a folder of them
+        return (f"run `workbench data fetch {manifest.name}` on a machine with network access (it downloads "
+                f"the {len(manifest.downloads)} files and imports them), or copy the folder that holds them here and "
+                f"run: {manifest.import_command()}")
     if manifest.downloads:
         where = f"download {manifest.downloads[0].url} (and unpack it) on a machine with network access, then "
     elif manifest.urls:
@@ -231,6 +235,10 @@ def _content_checker(fmt: str) -> Callable[[Manifest, dict[str, Path]], None] | 
         from workbench.data.xlsa17 import check_xlsa17_files
 
         return check_xlsa17_files
+    if fmt == "cub-vgg-fc7":
+        from workbench.data.cub_vgg import check_cub_vgg_files
+
+        return check_cub_vgg_files
     if fmt == "torchvision-resnet":
         from workbench.models.resnet import check_torchvision_files
 

@@ -262,6 +262,7 @@ def read_xlsa17(res101: Path, att_splits: Path, manifest: Manifest,
         val_classes=val_classes,
         side_info=side_info,
         description=f"xlsa17 {name}: ResNet-101 features, proposed split v2",
+        benchmark=name,
     )
 
 
@@ -344,3 +345,44 @@ def synthetic_gzsl(name_like: str, seed: int = 0, feature_dim: int = 2048, noise
         description=(f"SYNTHETIC features (seed {seed}, dim {feature_dim}) generated from the real {real.name} "
                      "attribute matrix and split sizes; for tests and speed benchmarks only"),
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing any GZSL dataset in the xlsa17 layout (for code that reads it, e.g. the released CADA-VAE)
+# ----------------------------------------------------------------------------------------------------
+
+
+def write_xlsa17(data: GZSLDataset, folder: Path | str) -> dict[str, Path]:
+    """Write ``data`` as ``res101.mat`` + ``att_splits.mat`` in ``folder`` (MATLAB v5, xlsa17's layout).
+
+    ``res101.mat``: ``features`` (D x N) and ``labels`` (N x 1, 1-based); ``att_splits.mat``: ``att`` (A x C),
+    ``original_att``, ``allclasses_names``, and the 1-based column vectors ``trainval_loc``, ``test_seen_loc``,
+    ``test_unseen_loc``, ``train_loc`` (the validation split's training images) and ``val_loc`` (its
+    pseudo-unseen images). Reading the pair back with :func:`read_xlsa17` gives the same splits. The name
+    ``res101.mat`` is the layout's, whatever the backbone of ``data.features``.
+    """
+    import scipy.io
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def loc(idx: np.ndarray | None) -> np.ndarray:
+        return (np.asarray([] if idx is None else idx, dtype=np.int32) + 1).reshape(-1, 1)  # integer, as xlsa17
+
+    names = np.empty((data.n_classes, 1), dtype=object)
+    for c, name in enumerate(data.class_names):
+        names[c, 0] = name
+    val_unseen = None
+    if data.val_idx is not None and data.val_classes is not None:
+        val_unseen = data.val_idx[np.isin(data.labels[data.val_idx], data.val_classes)]
+    res101, att_splits = folder / "res101.mat", folder / "att_splits.mat"
+    scipy.io.savemat(res101, {"features": np.ascontiguousarray(data.features.T),
+                              "labels": (data.labels + 1).reshape(-1, 1).astype(np.float64)})
+    original = data.side_info.get("original_att", data.class_attributes)
+    scipy.io.savemat(att_splits, {"att": data.class_attributes.T.astype(np.float64),
+                                  "original_att": np.asarray(original, dtype=np.float64).T,
+                                  "allclasses_names": names,
+                                  "trainval_loc": loc(data.trainval_idx), "test_seen_loc": loc(data.test_seen_idx),
+                                  "test_unseen_loc": loc(data.test_unseen_idx), "train_loc": loc(data.train_idx),
+                                  "val_loc": loc(val_unseen)})
+    return {"res101": res101, "att_splits": att_splits}

@@ -77,7 +77,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from workbench.errors import ParameterError
-from workbench.evaluation import GZSLScores, gzsl_scores
+from workbench.evaluation import GZSLScores, gzsl_scores, per_class_accuracy
 from workbench.train import History, adam, check_finite, configure, progress, resolve_device, torch_threads
 
 Variant = Literal["cada", "ca", "da", "vae"]
@@ -151,13 +151,14 @@ class CADAVAEConfig:
     variant: Variant = "cada"
     #: True: the official sampler (sigma = exp(logvar), one eps per sample). See the module docstring.
     faithful: bool = False
-    #: Multiplies β (KL) and δ (distribution alignment). The official factors were tuned for 2048-d ResNet
-    #: features, with the (cross-)reconstruction L1 *summed* over feature dimensions, while KL and DA are sums
-    #: over the 64 latent dimensions: with D-d features the reconstruction terms shrink by D/2048 and KL/DA
-    #: would dominate (posterior collapse on 64-d digits). "auto" scales β and δ by D/2048, which keeps the
-    #: paper's balance between all four terms; γ multiplies a reconstruction term and keeps its value. On
-    #: the xlsa17 benchmarks (D = 2048) the scale is exactly 1: the official recipe, unchanged.
-    loss_weight_scale: float | Literal["auto"] = "auto"
+    #: Multiplies β (KL) and δ (distribution alignment). 1.0 (default) is the official recipe, right for real
+    #: CNN image features whatever their width (CUB-vgg's 4096-d fc7 included: there "auto" would double β and δ,
+    #: and costs validation H, see the module docstring). "auto" scales β and δ by D/2048 and is for the 64-d
+    #: digit teaching data only: the official factors were tuned with the (cross-)reconstruction L1 *summed* over
+    #: D = 2048 feature dimensions while KL and DA are sums over the 64 latent dimensions, so with D = 64 KL/DA
+    #: outweigh reconstruction 32-fold and the posterior collapses. γ multiplies a reconstruction term and is
+    #: never scaled.
+    loss_weight_scale: float | Literal["auto"] = 1.0
     #: Side-information modalities: "attributes" (the class matrix) and/or keys of ``data.side_info``.
     side_info: tuple[str, ...] = ("attributes",)
     # final classifier (official: Adam 1e-3, betas (0.5, 0.999), batch 32, LogSoftmax + NLL)
@@ -357,6 +358,9 @@ class CADAVAE:
         params = [*self.encoders_.parameters(), *self.decoders_.parameters()]
         optimizer = adam(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, amsgrad=True)
         self.dataset_name_ = getattr(data, "name", "")
+        #: the published benchmark the data instantiates ("CUB" for xlsa17 CUB and CUB-vgg): keys the official
+        #: classifier-epoch table
+        self.benchmark_ = str(getattr(data, "benchmark", None) or self.dataset_name_).upper()
         self.device_ = device
         self.feature_dim_ = int(x_img.shape[1])
 
@@ -455,44 +459,42 @@ class CADAVAE:
         cfg = self.config
         if cfg.classifier_epochs is not None:
             return cfg.classifier_epochs
-        key = (self.dataset_name_.upper(), shots, mode == "gzsl")
+        key = (getattr(self, "benchmark_", self.dataset_name_.upper()), shots, mode == "gzsl")
         return OFFICIAL_CLASSIFIER_EPOCHS.get(key, cfg.default_classifier_epochs)
 
     def evaluate(self, data: Any, mode: Mode = "gzsl", shots: int = 0,
-                 samples: SamplesPerClass | None = None, seed: int | None = None) -> GZSLScores:
+                 samples: SamplesPerClass | None = None, seed: int | None = None,
+                 epochs: int | None = None) -> GZSLScores:
         """Fit the final softmax classifier on latent samples and score the test splits.
 
         ``mode="gzsl"``: classify over all classes, report S, U, H (and ZSL, the argmax over unseen classes).
         ``mode="zsl"``: the classifier sees only unseen classes; U is the ZSL accuracy, S and H are NaN.
         ``shots=k``: few-shot — k random test-unseen images per unseen class move into training.
+        ``epochs``: classifier epochs (default: :meth:`classifier_epochs`, e.g. chosen on validation by
+        :func:`select_classifier`).
         """
         with torch_threads(self.config.num_threads):
-            return self._evaluate(data, mode, shots, samples, seed)
+            return self._evaluate(data, mode, shots, samples, seed, epochs, curve=False)[-1]
 
-    def _evaluate(self, data: Any, mode: Mode, shots: int, samples: SamplesPerClass | None,
-                  seed: int | None) -> GZSLScores:
-        self._check_fitted()
-        if mode not in ("gzsl", "zsl"):
-            raise ParameterError(f"mode must be 'gzsl' or 'zsl'; got {mode!r}.")
-        if shots < 0:
-            raise ParameterError(f"shots must be >= 0; got {shots}.")
-        cfg = self.config
-        seed = cfg.seed if seed is None else seed
-        gen = torch.Generator().manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        samples = samples or SamplesPerClass.official(mode, shots)
+    def classifier_curve(self, data: Any, mode: Mode = "gzsl", epochs: int = 60, shots: int = 0,
+                         samples: SamplesPerClass | None = None, seed: int | None = None) -> list[GZSLScores]:
+        """The scores of :meth:`evaluate` after each of ``epochs`` classifier epochs (entry k-1: after k epochs),
+        from one training run. On ``data.validation()`` this is what :func:`select_classifier` reads."""
+        with torch_threads(self.config.num_threads):
+            return self._evaluate(data, mode, shots, samples, seed, epochs, curve=True)
 
+    def _classifier_set(self, data: Any, mode: Mode, shots: int, samples: SamplesPerClass,
+                        gen: torch.Generator, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """The final classifier's training latents and labels (official protocol), and the test-unseen rows left
+        after the few-shot images moved into training."""
         labels = np.asarray(data.labels)
-        seen = np.asarray(data.seen_classes)
-        unseen = np.asarray(data.unseen_classes)
+        seen, unseen = np.asarray(data.seen_classes), np.asarray(data.unseen_classes)
         trainval = np.asarray(data.trainval_idx)
-        test_seen = np.asarray(data.test_seen_idx)
         test_unseen = np.asarray(data.test_unseen_idx)
         shot_idx = np.empty(0, dtype=int)
         if shots > 0:  # official transfer_features: k random images per unseen class leave the test set
             shot_idx = _random_per_class(test_unseen, labels[test_unseen], unseen, shots, rng)
             test_unseen = np.setdiff1d(test_unseen, shot_idx)
-
         feats = np.asarray(data.features)
         side = self.config.side_info[0]  # the classifier's side samples come from the first side modality
         side_matrix = self._side_matrix(data, side)
@@ -517,30 +519,56 @@ class CADAVAE:
             add(self.latent(feats[idx], IMAGE, sample=True, generator=gen), y)
         if not parts_y:
             raise ParameterError("no latent samples to train the classifier: check samples per class.")
-        train_z = torch.from_numpy(np.concatenate(parts_z))
-        train_y = torch.from_numpy(np.concatenate(parts_y)).long()
+        return torch.from_numpy(np.concatenate(parts_z)), torch.from_numpy(np.concatenate(parts_y)).long(), test_unseen
 
-        classes = np.arange(len(data.class_names)) if mode == "gzsl" else unseen
+    def _evaluate(self, data: Any, mode: Mode, shots: int, samples: SamplesPerClass | None,
+                  seed: int | None, epochs: int | None, curve: bool) -> list[GZSLScores]:
+        self._check_fitted()
+        if mode not in ("gzsl", "zsl"):
+            raise ParameterError(f"mode must be 'gzsl' or 'zsl'; got {mode!r}.")
+        if shots < 0:
+            raise ParameterError(f"shots must be >= 0; got {shots}.")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1):
+            raise ParameterError(f"epochs must be a positive integer or None; got {epochs!r}.")
+        cfg = self.config
+        seed = cfg.seed if seed is None else seed
+        gen = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        samples = samples or SamplesPerClass.official(mode, shots)
+        train_z, train_y, test_unseen = self._classifier_set(data, mode, shots, samples, gen, rng)
+
+        labels = np.asarray(data.labels)
+        seen, unseen = np.asarray(data.seen_classes), np.asarray(data.unseen_classes)
+        test_seen = np.asarray(data.test_seen_idx)
+        # the classifier's classes: seen + unseen for GZSL (on a validation split the real unseen classes are
+        # neither, and take no part), the unseen ones for ZSL
+        classes = np.union1d(seen, unseen) if mode == "gzsl" else unseen
         # map original class ids → classifier outputs (identity for GZSL)
         to_out = np.full(len(data.class_names), -1)
         to_out[classes] = np.arange(len(classes))
+        feats = np.asarray(data.features)
+        z_unseen = torch.from_numpy(self.latent(feats[test_unseen]))  # test images: latent means, once
+        z_seen = torch.from_numpy(self.latent(feats[test_seen])) if mode == "gzsl" else None
+
+        def score(clf: nn.Module) -> GZSLScores:
+            with torch.no_grad():
+                scores_unseen = clf(z_unseen).numpy()
+                if mode == "zsl":
+                    u = per_class_accuracy(labels[test_unseen], classes[scores_unseen.argmax(1)], unseen)
+                    return GZSLScores(S=float("nan"), U=u, H=float("nan"), ZSL=u)
+                full = np.full((len(test_seen) + len(test_unseen), len(data.class_names)), -np.inf, np.float32)
+                full[:, classes] = np.concatenate([clf(z_seen).numpy(), scores_unseen])
+                return gzsl_scores(full[:len(test_seen)], labels[test_seen], full[len(test_seen):],
+                                   labels[test_unseen], seen, unseen)
+
+        history: list[GZSLScores] = []
         self.classifier_ = _train_softmax(train_z, torch.from_numpy(to_out[train_y.numpy()]).long(),
-                                          n_classes=len(classes), epochs=self.classifier_epochs(mode, shots),
-                                          lr=cfg.classifier_lr, batch_size=cfg.classifier_batch_size, gen=gen)
+                                          n_classes=len(classes),
+                                          epochs=epochs if epochs is not None else self.classifier_epochs(mode, shots),
+                                          lr=cfg.classifier_lr, batch_size=cfg.classifier_batch_size, gen=gen,
+                                          on_epoch=(lambda clf, k: history.append(score(clf))) if curve else None)
         self.classifier_classes_ = classes
-
-        with torch.no_grad():
-            z_unseen = torch.from_numpy(self.latent(feats[test_unseen]))
-            scores_unseen = self.classifier_(z_unseen).numpy()
-            if mode == "zsl":
-                pred = classes[scores_unseen.argmax(1)]
-                from workbench.evaluation import per_class_accuracy
-
-                u = per_class_accuracy(labels[test_unseen], pred, unseen)
-                return GZSLScores(S=float("nan"), U=u, H=float("nan"), ZSL=u)
-            z_seen = torch.from_numpy(self.latent(feats[test_seen]))
-            scores_seen = self.classifier_(z_seen).numpy()
-        return gzsl_scores(scores_seen, labels[test_seen], scores_unseen, labels[test_unseen], seen, unseen)
+        return history if curve else [score(self.classifier_)]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class ids for raw image features, with the classifier of the last :meth:`evaluate`."""
@@ -549,6 +577,64 @@ class CADAVAE:
         with torch.no_grad():
             scores = self.classifier_(torch.from_numpy(self.latent(x))).numpy()
         return self.classifier_classes_[scores.argmax(1)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Choosing the final classifier on validation data (never on test images)
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassifierChoice:
+    """Final-classifier settings chosen on a validation split: GZSL epochs (best validation H), ZSL epochs (best
+    validation ZSL accuracy) and the number of side-information latents per unseen class (GZSL). ``curves``
+    holds every validation score that was looked at (one row per option and epoch)."""
+
+    gzsl_epochs: int
+    zsl_epochs: int
+    side_unseen: int
+    curves: Any  # pandas.DataFrame: option, mode, epoch, S, U, H, ZSL (%), smoothed criterion
+
+    def samples(self, shots: int = 0) -> SamplesPerClass:
+        """The GZSL samples per class with the chosen unseen count (official otherwise)."""
+        base = SamplesPerClass.official("gzsl", shots)
+        return SamplesPerClass(base.image_seen, base.side_seen, self.side_unseen, base.image_unseen)
+
+
+def select_classifier(model: CADAVAE, validation: Any, *, max_epochs: int = 60,
+                      side_unseen: Sequence[int] = (400,), smooth: int = 3) -> ClassifierChoice:
+    """Choose the final classifier's epochs (and unseen samples per class) on ``validation``.
+
+    ``model`` must be fitted on ``validation`` (i.e. on ``data.validation()``, whose pseudo-unseen classes are
+    seen classes held out of its training split). For each ``side_unseen`` option one GZSL classifier is trained
+    for ``max_epochs`` epochs and scored after every epoch; the choice maximises the ``smooth``-epoch moving
+    average of validation H (per-epoch scores move by a point or two, the average makes the pick less of a
+    lottery). The ZSL classifier's epochs are chosen the same way on validation ZSL accuracy.
+    """
+    import pandas as pd
+
+    def smoothed(values: list[float]) -> np.ndarray:
+        v = np.asarray(values, dtype=float)
+        k = max(1, int(smooth))
+        pad = np.pad(v, (k // 2, k - 1 - k // 2), mode="edge")
+        return np.convolve(pad, np.ones(k) / k, mode="valid")
+
+    rows, best = [], None
+    for n_unseen in side_unseen:
+        base = SamplesPerClass.official("gzsl", 0)
+        curve = model.classifier_curve(validation, "gzsl", epochs=max_epochs,
+                                       samples=SamplesPerClass(base.image_seen, base.side_seen, int(n_unseen), 0))
+        crit = smoothed([c.H for c in curve])
+        for k, (c, m) in enumerate(zip(curve, crit), start=1):
+            rows.append({"option": f"side_unseen={n_unseen}", "mode": "gzsl", "epoch": k, **c.as_percent(),
+                         "criterion": round(100 * m, 2)})
+        k_best = int(np.argmax(crit)) + 1
+        if best is None or crit[k_best - 1] > best[0]:
+            best = (crit[k_best - 1], k_best, int(n_unseen))
+    zsl_curve = model.classifier_curve(validation, "zsl", epochs=max_epochs)
+    zsl_crit = smoothed([c.ZSL for c in zsl_curve])
+    for k, (c, m) in enumerate(zip(zsl_curve, zsl_crit), start=1):
+        rows.append({"option": "zsl", "mode": "zsl", "epoch": k, **c.as_percent(), "criterion": round(100 * m, 2)})
+    return ClassifierChoice(gzsl_epochs=best[1], zsl_epochs=int(np.argmax(zsl_crit)) + 1, side_unseen=best[2],
+                            curves=pd.DataFrame(rows))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -580,7 +666,8 @@ def _random_per_class(indices: np.ndarray, labels: np.ndarray, classes: np.ndarr
 
 
 def _train_softmax(z: torch.Tensor, y: torch.Tensor, *, n_classes: int, epochs: int, lr: float,
-                   batch_size: int, gen: torch.Generator) -> nn.Module:
+                   batch_size: int, gen: torch.Generator,
+                   on_epoch: Callable[[nn.Module, int], None] | None = None) -> nn.Module:
     """Linear(latent → classes) + LogSoftmax/NLL, Adam(lr, betas=(0.5, 0.999)), shuffled batches, drop_last.
 
     Each epoch gathers the shuffled samples once and walks through contiguous slices of them (no indexing per
@@ -603,6 +690,10 @@ def _train_softmax(z: torch.Tensor, y: torch.Tensor, *, n_classes: int, epochs: 
             loss.backward()
             opt.step()
         check_finite(loss, where=f"final classifier epoch {epoch}")
+        if on_epoch is not None:  # e.g. score the held-out split after every epoch (classifier_curve)
+            clf.eval()
+            on_epoch(clf, epoch + 1)
+            clf.train()
     return clf.eval()
 
 

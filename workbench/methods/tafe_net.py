@@ -607,10 +607,29 @@ class TAFENet:
     @torch.no_grad()
     def scores(self, x: np.ndarray | torch.Tensor, classes: Sequence[int] | np.ndarray | None = None, *,
                descriptions: np.ndarray | None = None) -> np.ndarray:
-        """Logits of "x belongs to class c" for every input and candidate class: (N, C), batched in chunks."""
+        """Logits of "x belongs to class c" for every input and candidate class: (N, C).
+
+        The generated weights depend only on the class description, so they are generated once per class and
+        every input is scored against every class with whole-matrix products (:func:`score_per_task`); the
+        result equals the pair-by-pair computation (:meth:`scores_per_pair`) within float tolerance (tested).
+        """
         self._check_fitted()
         e, weights = self._task_outputs(self._run_descriptions(classes, descriptions))
         x = self._prepare(x)
+        if self.config.backbone == "mlp" and x.shape[0] * e.shape[0] > self.config.score_chunk_pairs:
+            return score_per_task(self, x, e, weights).cpu().numpy()  # (one chunk of pairs is as fast directly)
+        return self._scores_chunked(x, e, weights)
+
+    @torch.no_grad()
+    def scores_per_pair(self, x: np.ndarray | torch.Tensor, classes: Sequence[int] | np.ndarray | None = None, *,
+                        descriptions: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`scores` computed the direct way: every (input, class) pair through the feature layers and the
+        classifier, in chunks of ``score_chunk_pairs`` pairs (the reference the fast path is tested against)."""
+        self._check_fitted()
+        e, weights = self._task_outputs(self._run_descriptions(classes, descriptions))
+        return self._scores_chunked(self._prepare(x), e, weights)
+
+    def _scores_chunked(self, x: torch.Tensor, e: torch.Tensor, weights: list[torch.Tensor]) -> np.ndarray:
         n_tasks = e.shape[0]
         chunk = max(1, self.config.score_chunk_pairs // n_tasks)
         out = [self._pair_logits(self.prediction_.tafe(x[i:i + chunk], weights), e)
@@ -648,6 +667,78 @@ class TAFENet:
             return GZSLScores(S=float("nan"), U=u, H=float("nan"), ZSL=u)
         return gzsl_scores(self.scores(inputs[test_seen]), labels[test_seen], self.scores(inputs[test_unseen]),
                            labels[test_unseen], seen, unseen)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring every input against every class with whole-matrix products
+# ----------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def score_per_task(model: "TAFENet", x: torch.Tensor, e: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    r"""Logits (N, T) of N prepared inputs under T tasks whose embeddings ``e`` and generated scales ``weights``
+    are given: the fast, exact path behind :meth:`TAFENet.scores` (MLP backbone, inference mode).
+
+    Three facts make it fast without changing the function:
+
+    1. the first layer's shared product :math:`x\mathbf{W}^1_{sr} + b` does not depend on the task: it is computed
+       once for all inputs;
+    2. with ReLU generators the scales are non-negative, so :math:`\mathrm{relu}(a\odot w) = \mathrm{relu}(a)\odot w`
+       and a unit whose scale is exactly 0 outputs exactly 0 for that task: its row and column are skipped
+       (the sparsity the paper's ReLU on the generated weights is there for, §3.5);
+    3. per task, each layer is then one (N x active_in) @ (active_in x active_out) product over *all* inputs at
+       once, instead of N·T separate broadcast products, and the last feature layer is folded into the
+       classifier's first layer when that is cheaper (:math:`\mathbf{W}^K\mathrm{diag}(w^K)\mathbf{W}_c`, one
+       (active x active) @ (active x hidden) product per task, when it costs less than N x active x hidden).
+    """
+    pred, cfg = model.prediction_, model.config
+    layers = pred.layers
+    nonneg = cfg.generator_relu or not cfg.task_aware or all(bool((w >= 0).all()) for w in weights)
+    n, n_tasks = x.shape[0], e.shape[0]
+    a1 = layers[0].shared(x)                                       # (N, H1): once for all tasks
+    r1 = F.relu(a1) if nonneg else None
+    out = torch.empty(n, n_tasks, dtype=a1.dtype, device=a1.device)
+    c1, c2 = pred.classifier[0], pred.classifier[2]
+    late_fusion = not cfg.task_aware and cfg.baseline_fusion == "concat"
+    width = int(cfg.feature_widths[-1])
+    if not cfg.task_aware:  # the baseline's embedding does not depend on the task: compute it once
+        h = a1
+        for layer in layers[1:]:
+            h = layer.shared(F.relu(h))
+        if late_fusion:  # classifier([φ(x), e_t]) = relu(φ W_a + e_t W_b + b) W_2 + b_2: two products, once
+            img = h @ c1.weight[:, :width].T + c1.bias              # (N, hidden)
+            task = e @ c1.weight[:, width:].T                        # (T, hidden)
+            for t in range(n_tasks):
+                out[:, t] = (F.relu(img + task[t]) @ c2.weight.T).squeeze(-1) + c2.bias
+            return out
+        scale, bias = model.compat_  # cosine fusion: scale * cos(φ(x), e_t) + bias, as one (N, T) product
+        cos = (h @ e.T) / (h.norm(dim=1, keepdim=True) * e.norm(dim=1)[None]).clamp_min(1e-8)
+        return scale * cos + bias
+    for t in range(n_tasks):
+        w = [wi[t] for wi in weights]
+        if nonneg:
+            active = [torch.nonzero(wi > 0).squeeze(1) for wi in w]
+            h = r1[:, active[0]] * w[0][active[0]]                # relu(a1) * w1 on the active units
+        else:
+            active = [torch.arange(wi.shape[0], device=wi.device) for wi in w]
+            h = F.relu(a1 * w[0])
+        for i in range(1, len(layers)):
+            lin = layers[i].shared
+            rows, cols = active[i], active[i - 1]
+            last = i == len(layers) - 1
+            if last and rows.numel() * cols.numel() * c1.weight.shape[0] < n * (rows.numel() * cols.numel()
+                                                                                   + rows.numel() * c1.weight.shape[0]):
+                # fold the last feature layer into the classifier's first layer: W^K diag(w^K) W_c
+                folded = (lin.weight[rows][:, cols].T * w[i][rows]) @ c1.weight[:, rows].T      # (in, hidden)
+                bias = (lin.bias[rows] * w[i][rows]) @ c1.weight[:, rows].T + c1.bias
+                hidden = F.relu(h @ folded + bias)
+                break
+            z = h @ lin.weight[rows][:, cols].T + lin.bias[rows]
+            h = z * w[i][rows]
+            if not last:
+                h = F.relu(h)
+        else:  # the TAFE h (N, active_K): the classifier's first layer sees only its active units
+            hidden = F.relu(h @ c1.weight[:, active[-1]].T + c1.bias)
+        out[:, t] = (hidden @ c2.weight.T).squeeze(-1) + c2.bias
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
