@@ -94,3 +94,17 @@ def setup(profile: str = "default", seed: int = 0, **_: Any) -> Session:
     register_offline_renderer()
     pio.renderers.default = OFFLINE_RENDERER
     return Session(profile=profile, seed=seed, in_report=in_report())
+
+
+def benchmark_results(name: str) -> dict[str, Any] | None:
+    """The saved results of ``benchmarks/bench_<name>.py`` (``benchmarks/results/<name>.json``), or None when this
+    installation has no benchmark results (e.g. an installed wheel): a notebook shows measured multi-seed
+    tables from there instead of typing numbers into its text."""
+    import json
+
+    from workbench.paths import REPO_ROOT
+
+    path = REPO_ROOT / "benchmarks" / "results" / f"{name}.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -52,6 +52,7 @@ class _Solver:
         return self.b / np.outer(np.maximum(self.ev_x, 0) + gamma, np.maximum(self.ev_s, 0) + lam)
 
     def v(self, gamma: float, lam: float) -> np.ndarray:
+        """V for one (gamma, lambda), from the eigendecompositions (equals :meth:`ESZSL.fit`'s direct solve)."""
         return self.u @ self.core(gamma, lam) @ self.q.T
 
 
@@ -84,11 +85,19 @@ class ESZSL:
 
     def fit(self, data: Any) -> "ESZSL":
         """Learn V on the trainval images (seen classes)."""
+        import scipy.linalg
+
         idx = np.asarray(data.trainval_idx)
-        classes = np.unique(np.asarray(data.labels)[idx])
+        labels = np.asarray(data.labels)[idx]
+        classes = np.unique(labels)
         self.side_ = self._side(data)
-        solver = _Solver(np.asarray(data.features)[idx], np.asarray(data.labels)[idx], classes, self.side_)
-        self.V_ = solver.v(self.gamma, self.lam)
+        x = _l2(np.asarray(data.features)[idx])
+        y = -np.ones((len(x), len(classes)))
+        y[np.arange(len(x)), np.searchsorted(classes, labels)] = 1.0
+        s = self.side_[classes].T  # (a, z)
+        # one (gamma, lambda): two symmetric positive definite solves (Cholesky), no eigendecomposition
+        left = scipy.linalg.solve(x.T @ x + self.gamma * np.eye(x.shape[1]), x.T @ (y @ s.T), assume_a="pos")
+        self.V_ = scipy.linalg.solve(s @ s.T + self.lam * np.eye(s.shape[0]), left.T, assume_a="pos").T
         return self
 
     def scores(self, x: np.ndarray) -> np.ndarray:
