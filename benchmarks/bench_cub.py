@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
             for overrides in list(FACTORS.values())[::-1 if args.reverse else 1]:
                 cada_validation(overrides, seed, force=args.force)
     elif args.stage == "cada":
-        for seed in args.seeds:
+        for seed in args.seeds[::-1] if args.reverse else args.seeds:
             cada_test({}, seed, force=args.force)
     elif args.stage == "ablations":
         for seed in args.seeds:
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
                               {"side_info": ("attributes", "sent")}):
                 cada_test(overrides, seed, select=False, force=args.force)
     elif args.stage == "baselines":
-        for seed in args.seeds:
+        for seed in args.seeds[::-1] if args.reverse else args.seeds:
             baselines(seed, force=args.force)
     elif args.stage == "released":
         for seed in args.seeds:

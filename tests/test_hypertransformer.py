@@ -174,3 +174,75 @@ def test_support_bn_mode_is_not_transductive(five_way):
         alone = model.classify(w, episode.query_x[:1])
     assert torch.allclose(full[:1], alone, atol=1e-5)  # a query's logits do not depend on the other queries
     assert np.isfinite(full.numpy()).all()
+
+
+# --------------------------------------------------------------------------------------------- long runs
+def _resume_config(**overrides) -> HyperTransformerConfig:
+    return HyperTransformerConfig(**{**dict(n_way=5, channels=4, steps=12, log_every=4, episodes_per_step=2,
+                                            unlabeled_mask_end=0.3, seed=3), **overrides})
+
+
+def test_resume_gives_the_same_model_as_an_uninterrupted_run(omniglot, tmp_path):
+    """Stopped after 5 of 12 steps (state saved) and resumed, the run is *bitwise* the uninterrupted one: weights,
+    optimiser moments, the sampler's position, both random generators (the unlabeled masks) and the history."""
+    def samplers():
+        return omniglot_samplers(5, k_shot=1, n_unlabeled=2, omniglot=omniglot)
+
+    s = samplers()
+    straight = HyperTransformer(_resume_config()).fit(s["train"], val=s["val"], val_episodes=3, show_progress=False)
+    state = tmp_path / "run.state.pt"
+    s = samplers()
+    first = HyperTransformer(_resume_config()).fit(s["train"], val=s["val"], val_episodes=3, show_progress=False,
+                                                   state_path=state, stop_after=5)
+    assert first.step_ == 5 and state.is_file()
+    assert set(torch.load(state, weights_only=True)) >= {"model", "optimizer", "sampler_next", "rng_generator"}
+    s = samplers()
+    resumed = HyperTransformer(_resume_config()).fit(s["train"], val=s["val"], val_episodes=3, show_progress=False,
+                                                     state_path=state, resume=True)
+    assert resumed.step_ == 12
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    drop = {"seconds"}  # wall time is the only thing that may differ
+    assert [{k: v for k, v in r.items() if k not in drop} for r in straight.history_.records] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in resumed.history_.records]
+
+
+def test_a_state_from_another_config_is_refused(omniglot, tmp_path):
+    s = omniglot_samplers(5, k_shot=1, omniglot=omniglot)
+    state = tmp_path / "run.state.pt"
+    HyperTransformer(_resume_config()).fit(s["train"], show_progress=False, state_path=state, stop_after=2)
+    with pytest.raises(ParameterError, match=r"another configuration \(channels: saved 4 vs now 6"):
+        HyperTransformer(_resume_config(channels=6)).fit(s["train"], show_progress=False, state_path=state,
+                                                         resume=True)
+    with pytest.raises(ParameterError, match="belongs to a HyperTransformer, not a ProtoNet"):
+        ProtoNet(_resume_config()).fit(s["train"], show_progress=False, state_path=state, resume=True)
+    with pytest.raises(ParameterError, match="no training state to resume"):
+        HyperTransformer(_resume_config()).fit(s["train"], show_progress=False, state_path=tmp_path / "none.pt",
+                                               resume=True)
+    with pytest.raises(ParameterError, match="EpisodeSampler"):
+        HyperTransformer(_resume_config()).fit([s["train"].episode(0)], state_path=state, resume=True)
+
+
+def test_a_stop_signal_saves_the_state_and_resume_finishes(omniglot, tmp_path):
+    """SIGTERM (or Ctrl-C) during training: the step in progress finishes, the state is saved, and
+    TrainingInterrupted (a KeyboardInterrupt) says how to resume."""
+    import os
+    import signal
+
+    from workbench.train import TrainingInterrupted
+
+    s = omniglot_samplers(5, k_shot=1, omniglot=omniglot)
+    state = tmp_path / "run.state.pt"
+    sent = []
+
+    def log(line: str) -> None:  # called at step 4 (log_every): deliver the signal to ourselves
+        if not sent and line.startswith("step 4 "):
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="resume with the same command and --resume"):
+        HyperTransformer(_resume_config()).fit(s["train"], show_progress=False, state_path=state, log=log)
+    assert torch.load(state, weights_only=True)["step"] == 4
+    s = omniglot_samplers(5, k_shot=1, omniglot=omniglot)
+    done = HyperTransformer(_resume_config()).fit(s["train"], show_progress=False, state_path=state, resume=True)
+    assert done.step_ == 12

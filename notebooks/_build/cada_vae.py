@@ -19,7 +19,7 @@ profile = "default"  # [smoke|default|full] how big a run: seconds (tests), the 
 seed = 0  # random seed: digits-7seg's unseen digits and splits, initialisation, batches, classifier
 dataset = "digits-7seg"  # [{DATASETS}] real digits, digit/style pairs, real CUB bird features (CUB-vgg) or an xlsa17 benchmark from the data root, or SYNTHETIC features
 side_info = "attributes"  # [attributes|glyph|attributes+glyph|sent|attributes+sent] class side information, modalities joined by +
-faithful = False  # True: the official code's sampler (sigma from exp(logvar), one noise value per sample)
+faithful = True  # True: the official code's sampler (sigma from exp(logvar), one noise value per sample)
 classifier = "released"  # [released|validation] final-classifier epochs: the official table (CUB 23 GZSL / 22 ZSL; 30 elsewhere), or chosen on the validation split (trains a second model there)
 projection = "tsne"  # [tsne|umap|pca] how the 64-d latent space is drawn in 2-D
 """),
