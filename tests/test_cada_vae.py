@@ -225,3 +225,103 @@ def test_xlsa17_path_end_to_end_on_a_tiny_file(data_root, manifests):  # noqa: F
     zsl = model.evaluate(data, mode="zsl")
     assert 0.0 <= zsl.ZSL <= 1.0 and math.isnan(zsl.S)
     assert set(model.predict(data.features[data.test_unseen_idx])) <= set(data.unseen_classes)
+
+
+# --------------------------------------------------------------------------------------------- the loss, by hand
+def _official_terms(model: CADAVAE, batch: dict, gen: torch.Generator) -> dict:
+    """The released code's computation (vaemodel.py, trainstep), transcribed: each decoder called once per source
+    modality, L1 sums, KL per modality, the Wasserstein distance of the image and the first side modality."""
+    import torch.nn.functional as F
+
+    mods = list(batch)
+    mu, logvar, z = {}, {}, {}
+    for m in mods:
+        mu[m], logvar[m] = model.encoders_[m](batch[m])
+        z[m] = reparameterize(mu[m], logvar[m], faithful=model.config.faithful, generator=gen)
+    recon = sum(F.l1_loss(model.decoders_[m](z[m]), batch[m], reduction="sum") for m in mods)
+    cross = sum(F.l1_loss(model.decoders_[j](z[i]), batch[j], reduction="sum") for i in mods for j in mods if i != j)
+    kl = sum(-0.5 * torch.sum(1 + logvar[m] - mu[m].pow(2) - logvar[m].exp()) for m in mods)
+    a, b = mods[0], mods[1]
+    da = torch.sqrt(((mu[a] - mu[b]) ** 2).sum(1) + ((torch.exp(logvar[a] / 2) - torch.exp(logvar[b] / 2)) ** 2).sum(1)).sum()
+    return {"reconstruction": recon, "cross_reconstruction": cross, "kl": kl, "distribution_alignment": da}
+
+
+@pytest.fixture(scope="module")
+def small_model(digits):
+    return CADAVAE(seed=0, epochs=3, loss_weight_scale=DIGITS_SCALE).fit(digits)
+
+
+def _batch(model: CADAVAE, data, n: int = 50) -> dict:
+    idx = np.arange(n)
+    x = torch.from_numpy(model.scaler_.transform(data.features[data.trainval_idx[idx]]))
+    labels = torch.as_tensor(data.labels[data.trainval_idx[idx]])
+    return {"image": x, "attributes": model.side_matrices_["attributes"][labels]}
+
+
+@pytest.mark.parametrize("faithful", [True, False])
+def test_fused_decoder_loss_equals_the_official_per_modality_loss(digits, small_model, faithful):
+    small_model.config = CADAVAEConfig(**{**small_model.config.__dict__, "faithful": faithful})
+    batch = _batch(small_model, digits)
+    with torch.no_grad():
+        fused = small_model._loss_terms(batch, torch.Generator().manual_seed(5))
+        official = _official_terms(small_model, batch, torch.Generator().manual_seed(5))
+    for key, value in official.items():
+        assert float(fused[key]) == pytest.approx(float(value), rel=1e-5), key
+    small_model.config = CADAVAEConfig(**{**small_model.config.__dict__, "faithful": True})
+
+
+def test_l1_and_kl_terms_by_hand(monkeypatch):
+    """A 2-d image and 1-d attribute VAE with hand-set weights and no sampling noise: every term on paper."""
+    import workbench.methods.cada_vae as cv
+
+    model = CADAVAE(latent_size=1)
+    model.encoders_ = torch.nn.ModuleDict({m: cv.Encoder(d, 1, 1) for m, d in (("image", 2), ("attributes", 1))})
+    model.decoders_ = torch.nn.ModuleDict({m: cv.Decoder(1, 1, d) for m, d in (("image", 2), ("attributes", 1))})
+    model.device_ = torch.device("cpu")
+    with torch.no_grad():
+        for enc in model.encoders_.values():  # hidden = relu(sum x); mu = hidden; logvar = 0 (sigma 1)
+            enc.hidden[0].weight.fill_(1.0), enc.hidden[0].bias.zero_()
+            enc.mu.weight.fill_(1.0), enc.mu.bias.zero_()
+            enc.logvar.weight.zero_(), enc.logvar.bias.zero_()
+        for dec in model.decoders_.values():  # x_hat = relu(z) in every output dimension
+            dec.net[0].weight.fill_(1.0), dec.net[0].bias.zero_()
+            dec.net[2].weight.fill_(1.0), dec.net[2].bias.zero_()
+    monkeypatch.setattr(cv, "reparameterize", lambda mu, logvar, **_: mu)  # eps = 0: z = mu
+    batch = {"image": torch.tensor([[1.0, 2.0]]), "attributes": torch.tensor([[0.5]])}
+    with torch.no_grad():
+        terms = {k: float(v) for k, v in model._loss_terms(batch, torch.Generator()).items()}
+    # mu_image = 1 + 2 = 3, mu_attr = 0.5
+    # reconstruction: |[1, 2] - [3, 3]| = 2 + 1 = 3, |0.5 - 0.5| = 0                        -> 3
+    # cross: image from z_attr |[1, 2] - [0.5, 0.5]| = 2, attributes from z_img |0.5 - 3| = 2.5 -> 4.5
+    # KL with sigma = 1: 0.5 * mu^2 summed: 0.5 * (9 + 0.25) = 4.625; Wasserstein: |3 - 0.5| = 2.5
+    assert terms == pytest.approx({"reconstruction": 3.0, "cross_reconstruction": 4.5, "kl": 4.625,
+                                   "distribution_alignment": 2.5})
+
+
+def test_bf16_loss_is_close_to_fp32(digits, small_model):
+    batch = _batch(small_model, digits)
+    cfg = small_model.config
+    with torch.no_grad():
+        fp32 = small_model._loss_terms(batch, torch.Generator().manual_seed(1))
+        small_model.config = CADAVAEConfig(**{**cfg.__dict__, "precision": "bf16"})
+        try:
+            bf16 = small_model._loss_terms(batch, torch.Generator().manual_seed(1))
+        finally:
+            small_model.config = cfg
+    for key in fp32:
+        assert float(bf16[key]) == pytest.approx(float(fp32[key]), rel=0.03), key
+
+
+def test_few_shot_images_leave_the_test_set(digits, small_model):
+    """shots=k: k images of each unseen class train the classifier and are no longer scored (official
+    transfer_features); the rest of test-unseen is scored, nothing else changes."""
+    rng = np.random.default_rng(0)
+    samples = SamplesPerClass.official("gzsl", 3)
+    z, y, test_unseen = small_model._classifier_set(digits, "gzsl", 3, samples, torch.Generator().manual_seed(0), rng)
+    shots = np.setdiff1d(digits.test_unseen_idx, test_unseen)
+    assert len(shots) == 3 * len(digits.unseen_classes)
+    assert not np.intersect1d(shots, test_unseen).size
+    assert np.array_equal(np.bincount(digits.labels[shots], minlength=10)[digits.unseen_classes], [3, 3, 3])
+    # 200 image latents per seen class, 200 side + 200 image (the 3 shots, tiled) latents per unseen class
+    counts = np.bincount(y.numpy(), minlength=10)
+    assert (counts[digits.seen_classes] == 200).all() and (counts[digits.unseen_classes] == 400).all()

@@ -86,7 +86,11 @@ def test_episodes_follow_the_protocol(omniglot):
                 originals = torch.from_numpy(omniglot.images[omniglot.labels == c])
                 turned = torch.rot90(originals, k, dims=(-2, -1))
                 assert (turned - x[0]).abs().flatten(1).max(1).values.min() == 0
-    assert train.episode(1).classes.tolist() == train.episode(1).classes.tolist()  # seeded random access
+    # seeded random access: another sampler with the same seed draws the same episode, another seed another one
+    again = omniglot_samplers(20, k_shot=1, omniglot=omniglot)["train"]
+    assert torch.equal(again.episode(1).support_x, train.episode(1).support_x)
+    other = omniglot_samplers(20, k_shot=1, seed=1, omniglot=omniglot)["train"]
+    assert other.episode(1).classes.tolist() != train.episode(1).classes.tolist()
     test = samplers["test"].episode(0)
     assert set(test.classes.tolist()) <= set(split["test"].tolist()) and (test.rotations == 0).all()
 

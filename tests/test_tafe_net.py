@@ -254,8 +254,20 @@ def test_diverging_training_stops_with_a_training_error(digits):
         TAFENet(tiny(lr=1e12, epochs=2, feature_scaling="none")).fit(digits)
 
 
-def test_conv_backbone_trains_on_raw_images(digits):
+def test_conv_backbone_is_eq_3_on_raw_images(digits):
+    """backbone="conv": each layer is the shared filters scaled per output channel by the generated weights (eq. 3),
+    checked against a plain convolution with the effective filters W_sr * w_t of one task."""
+    import torch.nn.functional as F
+
     model = TAFENet(tiny(backbone="conv", feature_widths=(8, 8), epochs=2)).fit(digits)
     assert model.tafe(digits.images[:3], [0, 1, 2]).shape == (3, 3, 8)
     assert model.scores(digits.images[:3]).shape == (3, 10)
-    assert np.isfinite(model.evaluate(digits).S)
+    task = 4
+    weights = [torch.from_numpy(w[0]) for w in model.generated_weights([task])]
+    x = model._prepare(digits.images[:5])
+    with torch.no_grad():
+        first, second = model.prediction_.layers
+        h = F.conv2d(x, first.effective_weight(weights[0]), padding=1)
+        h = F.max_pool2d(F.relu(h), 2)
+        h = F.conv2d(h, second.effective_weight(weights[1]), padding=1).mean(dim=(2, 3))
+    assert np.allclose(model.tafe(digits.images[:5], [task])[:, 0], h.numpy(), atol=1e-5)
