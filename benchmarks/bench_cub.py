@@ -304,11 +304,16 @@ def report() -> None:
     lines = ["# CUB-200-2011 with real VGG fc7 features (CUB-vgg): GZSL S / U / H and ZSL (per-class top-1, %)",
              "", "Real data. Caveats: VGG fc7 4096-d features, not the papers' ResNet-101 2048-d; the seen-class image "
              "split is a seeded stratified draw in xlsa17's proportions (7,057 / 1,764; 2,967 unseen), not xlsa17's "
-             "per-image split. Seed s = image split s and model seed s. Mean ± std over seeds.", "",
+             "per-image split. Seed s = image split s and model seed s. Mean ± std over seeds (a bare value: one seed). "
+             "Wall s: 1 torch thread on a shared 2-core machine (load at the start of each job in cub.json); "
+             "CADA-VAE's excludes the validation VAE that chose its classifier epochs.", "",
              "| model | classifier / settings | seeds | S | U | H | ZSL | wall s |", "|---|---|---|---|---|---|---|---|"]
     for e in summary:
         def f(k: str) -> str:
-            return f"{e[k][0]:.1f} ± {e[k][1]:.1f}" if k in e and not np.isnan(e[k][0]) else "—"
+            if k not in e or np.isnan(e[k][0]):
+                return "—"
+            # one seed has no spread: print the value alone rather than a misleading "± 0.0"
+            return f"{e[k][0]:.1f} ± {e[k][1]:.1f}" if e["n_seeds"] > 1 else f"{e[k][0]:.1f}"
         lines.append(f"| {e['model']} | {e['classifier']} | {e['n_seeds']} | {f('S')} | {f('U')} | {f('H')} | "
                      f"{f('ZSL')} | {f('seconds')} |")
     lines += ["", "Papers (ResNet-101 2048-d features, xlsa17 per-image split: a different backbone, not comparable "
