@@ -290,3 +290,30 @@ def test_levels_from_affinity(taskonomy):
     m = np.array([[0, 1, 2, 3], [1, 0, 4, 5], [2, 4, 0, 6], [3, 5, 6, 0]], float)
     small = levels_from_affinity(m, normalise="none", proportions=(1, 1, 1, 1))
     assert small.levels[np.triu_indices(4, 1)].tolist() == [-1, -1, 0, 1, 2, 2]
+
+
+def test_recovery_metrics_match_a_hand_computation():
+    """Every Dawid-Skene vs majority claim rests on ``recovery``: its accuracy, MAE and Spearman, by hand on four
+    tasks (six pairs, one never rated) with the mean vote, whose expected level is the plain mean of the votes."""
+    from scipy.stats import spearmanr
+
+    from workbench.crowd import Votes, mean_vote
+
+    pairs = [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d")]  # (c, d): nobody rated it
+    votes_per_pair = [[2, 2, 1], [0, 1, 1], [-1, -1, 0], [1, 2, 2], [0, 0, 0]]
+    rows = [(f"w{n}", i, j, v) for (i, j), vs in zip(pairs, votes_per_pair) for n, v in enumerate(vs)]
+    votes = Votes(*map(np.array, zip(*rows)))
+    truth = np.array([[2, 2, 1, -1],
+                      [2, 2, 2, 1],
+                      [1, 2, 2, 0],
+                      [-1, 1, 0, 2]])
+    result = mean_vote(votes)
+    score = recovery(result, truth, tasks=["a", "b", "c", "d"])
+
+    true = np.array([2, 1, -1, 2, 1])  # truth at (a,b) (a,c) (a,d) (b,c) (b,d)
+    mean = np.array([np.mean(v) for v in votes_per_pair])  # 5/3, 2/3, -2/3, 5/3, 0
+    most_frequent = np.array([2, 1, -1, 2, 0])  # the labels: the most frequent vote of each pair
+    assert score.rated == 5 and score.pairs == 6
+    assert score.accuracy == pytest.approx(np.mean(most_frequent == true)) == pytest.approx(4 / 5)
+    assert score.mae == pytest.approx(np.mean(np.abs(mean - true))) == pytest.approx((1 + 1 + 1 + 1 + 3) / 3 / 5)
+    assert score.spearman == pytest.approx(spearmanr(mean, true).statistic)

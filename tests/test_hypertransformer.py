@@ -144,9 +144,28 @@ def test_shipped_checkpoint_loads():
     model = load_model(path)
     assert isinstance(model, HyperTransformer) and model.config.channels == 8
     assert path.stat().st_size < 5_000_000
-    assert model.meta["metrics"]["test_1shot"]["mean"] > 0.5
     proto = ht.load_protonet()
     assert isinstance(proto, ProtoNet) and proto.config.channels == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shots", [1, 5])
+def test_the_shipped_checkpoints_recorded_accuracy_is_what_it_measures(shots):
+    """Re-score the shipped checkpoint on 200 *independent* 20-way test episodes (another sampler seed than the
+    recorded run's) and compare with the accuracy its card records: the two means must agree within 1.5x the 95%
+    interval of their difference (about 3 standard errors), so a stale card or a changed evaluation fails."""
+    from workbench.paths import checkpoints_dir
+
+    path = checkpoints_dir() / "hypertransformer.pt"
+    if not path.exists():
+        pytest.skip("no shipped checkpoint yet (workbench train hypertransformer)")
+    model = load_model(path)
+    recorded = model.meta["metrics"][f"test_{shots}shot"]
+    episodes = ht.omniglot_samplers(model.config.n_way, k_shot=shots, seed=model.meta["seed"] + 1)["test"]
+    measured = model.evaluate(episodes, 200).accuracy
+    tolerance = 1.5 * float(np.hypot(recorded["ci95"], measured.ci95))
+    print(f"\n{shots}-shot: recorded {recorded['mean']:.4f} ± {recorded['ci95']:.4f}, measured now {measured}")
+    assert abs(measured.mean - recorded["mean"]) < tolerance
 
 
 def test_protonet_and_finetune_beat_chance(five_way, protonet):

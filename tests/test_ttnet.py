@@ -4,6 +4,7 @@ measured affinity and crowd Γ, the meta learner (fit / regress / predict, error
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,7 @@ from workbench.methods.ttnet import (
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +224,39 @@ def test_models_affinity_and_gamma(experiment):
         assert trained.mean() < untrained.mean(), task
 
 
+def test_affinity_is_one_minus_loss_over_scratch_by_hand(experiment):
+    """``matrix[i, j] = 1 - losses[i, j] / losses[scratch, j]``, and the scratch row is the validation error of the
+    from-θ_0 models it keeps (recomputed here from those models and the validation images)."""
+    aff, data = experiment.affinity, experiment.data
+    K = len(data.tasks)
+    assert aff.losses.shape == (K + 1, K) and aff.scratch.shape == (K, LAYOUT.size)
+    for i in range(K):
+        for j in range(K):
+            expected = np.nan if i == j else 1.0 - aff.losses[i, j] / aff.losses[K, j]
+            np.testing.assert_allclose(aff.matrix[i, j], expected, rtol=1e-12, equal_nan=True)
+    for j in range(K):
+        val = per_image_loss(aff.scratch[j:j + 1], data.inputs["val"][j], data.targets["val"][j]).mean()
+        assert float(val) == pytest.approx(aff.losses[K, j], rel=1e-5)
+
+
+def test_masked_sources_get_exactly_zero_weight(experiment):
+    """The meta learner's softmax runs over the *present* sources only: a masked source's weight is exactly 0
+    (not merely small) in every group, and the present sources' weights sum to 1."""
+    net = experiment.ttnet.network_
+    m = len(SMALL.known)
+    gen = torch.Generator().manual_seed(0)
+    theta = experiment.ttnet.sources_[None].expand(2, -1, -1)
+    gamma = torch.rand(2, m, generator=gen) * 3 - 1
+    mask = torch.ones(2, m, dtype=torch.bool)
+    mask[0, [0, 2]] = False
+    mask[1, 1:] = False  # one source left: it takes all the weight
+    with torch.no_grad():
+        weights = net.weights(net.embed(theta, gamma), gamma, mask)
+    assert torch.all(weights[~mask] == 0)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(2, weights.shape[-1], dtype=weights.dtype))
+    assert torch.all(weights[1, 0] == 1)
+
+
 def test_regress_and_predict(experiment, ink):
     exp = experiment
     target = SMALL.zero_shot[0]
@@ -245,11 +280,14 @@ def test_fit_is_deterministic(experiment):
         assert torch.equal(again.regress(target), exp.ttnet.regress(target))
 
 
-def test_ttnet_beats_the_gamma_weighted_average_on_a_held_out_task(experiment):
+def test_held_out_tasks_are_scored_and_fine_tuning_helps(experiment):
     """Held-out tasks: the three zero-shot tasks, and each known task left out of F's training in turn
-    (``validate_on_known``: F never sees that task's models or data). All results are printed; at this small
-    scale, seed 0, TTNet loses to the Γ-weighted average on the three zero-shot tasks and wins on some of the
-    left-out known tasks (see the benchmark for the full-size numbers over five seeds)."""
+    (``validate_on_known``: F never sees that task's models or data). All results are printed, and nothing is
+    claimed about TTNet against the Γ-weighted average: over the benchmark's 5 full-size seeds TTNet wins only 2
+    of 15 zero-shot (task, seed) cases (benchmarks/results/ttnet.md), so a "TTNet wins somewhere" assertion would
+    pass by luck (a left-out known task such as blur always wins). What holds at every seed and task there, and is
+    asserted here: the oracle (all of the task's data) beats 32 images, and fine-tuning TTNet's model on those 32
+    images (TTNet_LS) beats TTNet's zero-shot model."""
     exp = experiment
     table = exp.result.table()
     print("\nzero-shot tasks, test MSE (small scale, seed 0):\n" + table.round(4).to_string())
@@ -258,9 +296,7 @@ def test_ttnet_beats_the_gamma_weighted_average_on_a_held_out_task(experiment):
     print("known tasks left out of F in turn, test MSE:\n" + left_out.round(4).to_string())
     assert list(table.columns) == list(METHODS) and list(table.index) == list(SMALL.zero_shot)
     assert list(left_out.index) == SMALL.known
-    wins = pd.concat([table["TTNet"] < table["Γ-weighted average"],
-                      left_out["TTNet"] < left_out["Γ-weighted average"]])
-    assert wins.any(), "TTNet beat the Γ-weighted average on no held-out task"
+    assert np.isfinite(left_out[["TTNet", "Γ-weighted average"]].to_numpy()).all()
     assert (table["oracle"] < table["small data"]).all()  # all data beats 32 images
     assert (table["TTNet_LS"] < table["TTNet"]).all()  # fine-tuning on a little target data helps
 
@@ -287,22 +323,28 @@ def test_label_fitted_mixture_shows_the_room_f_has(experiment):
         fit_mixture(exp.models, exp.data, [task, "blur"], task)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_ttnet_beats_the_gamma_weighted_average_on_a_zero_shot_task_at_full_size():
-    """The issue's check at a fixed seed, at the benchmark's full size: seed 2, where TTNet's denoising model beats
-    the Γ-weighted average (0.0489 vs 0.0538 test MSE in benchmarks/results/ttnet.md).
+def test_a_full_size_run_reproduces_its_benchmark_row():
+    """One seed of the benchmark at its full size, rerun here: every method's zero-shot test MSE equals the
+    recorded one (benchmarks/results/ttnet.json) to 2%, so the figures in the README and notebook are measured, not
+    typed in. Seed 0 is taken as the first seed, not for its outcome (TTNet loses to the Γ-weighted average on all
+    three tasks there, as in 13 of 15 cases). What holds at every benchmark seed is asserted too: the oracle beats
+    32 images, and fine-tuning TTNet's model on them beats the zero-shot model."""
+    import json
 
-    Seed 2 is pinned *because* it is one of the two winning (task, seed) cases of fifteen (the other: distance at
-    seed 4); at the other thirteen TTNet loses. All results are printed and the benchmark reports every seed: this
-    test guards that the reported win reproduces, it is not evidence that TTNet usually wins here."""
-    family, config = TaskFamilyConfig(seed=2, num_threads=1), TTNetConfig(seed=2, num_threads=1)
+    seed = 0
+    family, config = TaskFamilyConfig(seed=seed, num_threads=1), TTNetConfig(seed=seed, num_threads=1)
     exp = run_experiment(family, config)
     table = exp.result.table()
-    print("\nzero-shot tasks, test MSE (full size, seed 2):\n" + table.round(4).to_string())
-    print("TTNet win rate vs Γ-weighted average:", exp.result.win_rates().round(3).to_dict())
-    assert table.loc["denoising", "TTNet"] < table.loc["denoising", "Γ-weighted average"]
-    assert exp.result.win_rates()["denoising"] > 0.5  # lower error on most test images, not only on average
-    assert (table["TTNet_LS"] < table["small data"]).all()
+    print(f"\nzero-shot tasks, test MSE (full size, seed {seed}):\n" + table.round(4).to_string())
+    recorded = json.loads((REPO / "benchmarks" / "results" / "ttnet.json").read_text())
+    row = {z["task"]: z for run in recorded["runs"] if run["seed"] == seed for z in run["zero_shot"]}
+    for task in table.index:
+        for method in ("oracle", "small data", "most correlated", "Γ-weighted average", "TTNet", "TTNet_LS"):
+            assert table.loc[task, method] == pytest.approx(row[task][method], rel=0.02), (task, method)
+    assert (table["oracle"] < table["small data"]).all()
+    assert (table["TTNet_LS"] < table["TTNet"]).all()
 
 
 def test_baselines(experiment):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -68,18 +67,14 @@ def test_cache_hits_on_repeat_in_memory_and_on_disk(blobs, monkeypatch, tmp_path
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     X, _ = blobs
     clear_cache()
-    start = time.perf_counter()
     first = project(X, "tsne", seed=7, progress=False)
-    cold = time.perf_counter() - start
     assert cache_stats().computed == 1
     assert list((tmp_path / "projections").glob("tsne-*.npy"))
 
-    start = time.perf_counter()
     again = project(X, "tsne", seed=7, progress=False)
-    warm = time.perf_counter() - start
     np.testing.assert_array_equal(first, again)
+    # the counters prove the hit; a wall-time ratio would be flaky on a shared machine
     assert cache_stats().computed == 1 and cache_stats().memory_hits == 1
-    assert warm < cold / 10
 
     clear_cache()  # a new session: memory empty, disk remains
     np.testing.assert_array_equal(project(X, "tsne", seed=7, progress=False), first)
