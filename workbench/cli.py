@@ -71,11 +71,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_course_list(args: argparse.Namespace) -> int:
+    from workbench.course import course_dir, list_lessons
+
+    print(f"lessons in {course_dir()}:")
+    for lesson in list_lessons():
+        print(f"  {lesson.name:<28} {lesson.title}")
+    return 0
+
+
+def _cmd_course_build(args: argparse.Namespace) -> int:
+    from workbench.course import build_lessons
+
+    output = Path(args.output)
+    builds = build_lessons(args.lessons, output, progress=True)
+    print(f"hand out {output / 'student'}/*.ipynb; solutions in {output / 'solution'}; "
+          f"grade with `workbench course grade SUBMISSIONS... --build {output}` ({len(builds)} lessons)")
+    return 0
+
+
+def _cmd_course_grade(args: argparse.Namespace) -> int:
+    from workbench.course import grade_submissions, write_grades_csv
+
+    rows = grade_submissions([Path(p) for p in args.submissions], Path(args.build), timeout=args.timeout,
+                             progress=True)
+    path = write_grades_csv(rows, Path(args.output))
+    errors = sum(row.status != "graded" for row in rows)
+    print(f"grades: {path} ({len(rows)} submissions, {errors} could not be graded)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
         description="Notebook-first workbench for task-aware meta-learning: "
-        "list notebooks, render them as offline HTML reports, manage datasets.",
+        "list notebooks, render them as offline HTML reports, manage datasets, build and grade course exercises.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -113,6 +143,34 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--threads", type=int, default=None,
                          help="torch threads (default: the trainer's, usually 1 so a long run leaves a core free)")
     p_train.set_defaults(handler=_cmd_train)
+
+    p_course = sub.add_parser(
+        "course", help="course mode: build exercise notebooks (student/solution/autograder) and grade submissions",
+        description="Exercise notebooks with offline autograded checks (otter-grader). Lessons are the "
+        "jupytext sources in course/*.py; needs the course extra: pip install -e '.[course]'.")
+    course_sub = p_course.add_subparsers(dest="course_command", metavar="COMMAND")
+    p_course.set_defaults(handler=lambda args: (p_course.print_help(), 0)[1])
+    p_clist = course_sub.add_parser("list", help="the lessons and their titles")
+    p_clist.set_defaults(handler=_cmd_course_list)
+    p_build = course_sub.add_parser(
+        "build", help="build student notebooks, solution notebooks and autograder bundles",
+        description="Build each lesson (default: all) into DIR/student (solutions replaced by stubs, hidden tests "
+        "removed, no outputs), DIR/solution and DIR/autograder. Fails (exit 2) if a solution does not pass its "
+        "own tests.")
+    p_build.add_argument("lessons", nargs="*", metavar="LESSON", help="lesson names (see `workbench course list`)")
+    p_build.add_argument("--output", default="course-build", help="where to write (default: course-build)")
+    p_build.set_defaults(handler=_cmd_course_build)
+    p_grade = course_sub.add_parser(
+        "grade", help="grade submitted notebooks offline into a CSV",
+        description="Grade students' notebooks offline with the autograder bundles of a build: one CSV row per "
+        "submission with points per exercise, total, and the failing check's message. A submission that "
+        "cannot be graded (not a notebook, unknown lesson, crash, time-out) gets a row saying why.")
+    p_grade.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="notebook files (.ipynb)")
+    p_grade.add_argument("--output", default="grades.csv", help="CSV to write (default: grades.csv)")
+    p_grade.add_argument("--build", default="course-build",
+                         help="the folder `workbench course build` wrote (default: course-build)")
+    p_grade.add_argument("--timeout", type=float, default=300, help="seconds per submission (default: 300)")
+    p_grade.set_defaults(handler=_cmd_course_grade)
 
     from workbench.data import commands as data_commands
 
