@@ -57,7 +57,7 @@ def _solution_lines(source: Path) -> list[str]:
 
 def test_lessons_cover_the_methods_with_three_to_six_exercises(built):
     assert len(LESSONS) >= 3
-    for name in ("task2vec", "cada_vae", "crowd"):
+    for name in ("task2vec", "cada_vae", "tafe_net", "hypertransformer", "crowd", "capstone"):
         assert any(name in lesson for lesson in LESSONS), f"no lesson for {name}"
     for name, build in built.items():
         assert 3 <= len(build.points) <= 6, f"{name}: {len(build.points)} autograded exercises"

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from workbench.errors import WorkbenchError
-from workbench.paths import PACKAGE_DIR, REPO_ROOT
+from workbench.paths import lessons_dir
 
 #: What ``otter assign`` is told for every lesson unless the lesson has its own ``# ASSIGNMENT CONFIG`` cell:
 #: tests stored in the notebook (one self-contained file per student), no PDFs or export cells (nothing to
@@ -70,14 +70,9 @@ class CourseError(WorkbenchError):
 # ----------------------------------------------------------------------------------------------------------
 def course_dir() -> Path:
     """Where the lesson sources live: ``$WORKBENCH_COURSE``, else ``course/`` in the checkout, else the copy shipped
-    inside the package (a wheel install)."""
+    inside the package (a wheel install, see :func:`workbench.paths.lessons_dir`)."""
     env = os.environ.get("WORKBENCH_COURSE")
-    if env:
-        return Path(env).expanduser()
-    for candidate in (REPO_ROOT / "course", PACKAGE_DIR / "course"):
-        if candidate.is_dir():
-            return candidate
-    return REPO_ROOT / "course"
+    return Path(env).expanduser() if env else lessons_dir()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,20 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The source checkout (the package is installed in editable mode by `make`).
 REPO_ROOT = PACKAGE_DIR.parent
+#: Copies of the checkout's ``notebooks/``, ``course/`` and ``data_manifests/`` that a built wheel carries inside
+#: the package (written by ``setup.py``'s build step, absent in a checkout), so that ``pip install workbench-*.whl``
+#: works from any directory.
+SHIPPED_DIR = PACKAGE_DIR / "_shipped"
+
+
+def shipped_or_checkout(name: str) -> Path:
+    """The checkout's top-level folder ``name`` when it exists (a checkout or an editable install: edits show up
+    at once), else the copy shipped inside an installed wheel; the checkout path when neither exists, so that
+    error messages name the folder a developer would expect."""
+    for candidate in (REPO_ROOT / name, SHIPPED_DIR / name):
+        if candidate.is_dir():
+            return candidate
+    return REPO_ROOT / name
 
 
 def _user_cache_home() -> Path:
@@ -43,10 +57,16 @@ def checkpoints_dir() -> Path:
 
 
 def manifests_dir() -> Path:
-    """The ``data_manifests/`` folder at the top of the checkout."""
+    """``$WORKBENCH_MANIFESTS``, else the ``data_manifests/`` folder of the checkout (or of the installed wheel)."""
     env = os.environ.get("WORKBENCH_MANIFESTS")
-    return Path(env).expanduser() if env else REPO_ROOT / "data_manifests"
+    return Path(env).expanduser() if env else shipped_or_checkout("data_manifests")
 
 
 def notebooks_dir() -> Path:
-    return REPO_ROOT / "notebooks"
+    """The ``notebooks/`` folder of the checkout (or of the installed wheel)."""
+    return shipped_or_checkout("notebooks")
+
+
+def lessons_dir() -> Path:
+    """The course lesson sources, ``course/`` in the checkout (or in the installed wheel)."""
+    return shipped_or_checkout("course")
