@@ -10,6 +10,8 @@ BIN    := $(VENV)/bin
 # without a local torch wheelhouse, so that pip takes the CPU build of torch==2.13.0.
 PIP_ARGS ?=
 PROFILE ?= default
+# `make report WORKERS=2`: render that many notebooks at once (a local Dask cluster; see README, Sweeps).
+WORKERS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup setup-test report test notebooks clean-notebooks clean-reports benchmarks
@@ -43,7 +45,7 @@ setup-test: $(VENV)/.installed-test
 
 report: setup
 	@echo "==> rendering every notebook (profile=$(PROFILE)) into reports/"
-	$(BIN)/workbench report --all --profile $(PROFILE) --output-dir reports
+	$(BIN)/workbench report --all --profile $(PROFILE) --output-dir reports $(if $(WORKERS),--workers $(WORKERS),)
 	@echo "==> open reports/index.html"
 
 test: setup-test

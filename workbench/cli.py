@@ -41,9 +41,31 @@ def _cmd_report(args: argparse.Namespace) -> int:
         parameters=args.parameters or [],
         profile=args.profile,
         output_dir=Path(args.output_dir),
+        workers=args.workers,
+        scheduler=args.scheduler,
+        threads=args.threads,
     )
     failed = [r for r in results if r.status != "ok"]
     return 1 if failed else 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from workbench.sweeps import run_sweep
+
+    output_dir = Path(args.output_dir or Path("sweeps") / Path(args.notebook).stem)
+    rows = run_sweep(args.notebook, args.parameters or [], output_dir, profile=args.profile,
+                     workers=args.workers, scheduler=args.scheduler, threads=args.threads, force=args.force)
+    return 1 if any(row.status != "ok" for row in rows) else 0
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """--workers / --scheduler / --threads, shared by `report` and `sweep`."""
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="run N notebooks at once on a local Dask cluster of N processes")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run on an existing Dask cluster instead, e.g. tcp://host:8786")
+    parser.add_argument("--threads", type=int, default=None, metavar="K",
+                        help="threads per kernel (default: the cores shared out evenly; 1 on --scheduler)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -126,7 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--profile", choices=["smoke", "default", "full"], default=None,
                           help="run size: smoke (seconds), default (minutes), full (paper scale)")
     p_report.add_argument("--output-dir", default="reports", help="where reports go (default: reports)")
+    _add_cluster_options(p_report)
     p_report.set_defaults(handler=_cmd_report)
+
+    p_sweep = sub.add_parser(
+        "sweep", help="run one notebook over a grid of parameters on Dask: a report per run, an index, a summary",
+        description="Run NOTEBOOK for every combination of the given values (e.g. -p seed 0..4 -p dataset a,b) "
+        "on Dask distributed: a local cluster by default, an existing one with --scheduler. Each run gets its "
+        "own folder and report; DIR/index.html lists the runs, DIR/summary.html shows every recorded result "
+        "as mean ± 95% CI over seeds. A rerun skips the runs that succeeded. Exit status 1 if any run failed.")
+    p_sweep.add_argument("notebook", metavar="NOTEBOOK", help="notebook name (e.g. 00_tour) or path")
+    p_sweep.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append",
+                         metavar=("NAME", "VALUES"),
+                         help="values of a parameter: 0..4 (integers 0 to 4), a,b (a list) or one value")
+    p_sweep.add_argument("--profile", choices=["smoke", "default", "full"], default=None,
+                         help="run size of every run (the same as -p profile VALUE)")
+    p_sweep.add_argument("--output-dir", default=None, metavar="DIR",
+                         help="where the sweep goes (default: sweeps/NOTEBOOK)")
+    p_sweep.add_argument("--force", action="store_true", help="rerun the runs that already succeeded")
+    _add_cluster_options(p_sweep)
+    p_sweep.set_defaults(handler=_cmd_sweep)
 
     p_train = sub.add_parser(
         "train", help="re-create a shipped checkpoint (probe, HyperTransformer, ...) reproducibly",
@@ -189,9 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see workbench.reports.sigterm_as_interrupt)
         print(f"workbench: {exc}" if str(exc) else "workbench: interrupted", file=sys.stderr)
-        return 130
+        return 143 if str(exc) == "terminated" else 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,9 @@
-"""What every notebook calls first: profiles, seeding, and offline-safe plotting.
+"""What every notebook calls first: profiles, seeding, offline-safe plotting, and recorded results.
 
 A notebook's `parameters` cell declares ``profile`` (smoke | default | full); :func:`setup` checks it,
 seeds the random generators, and makes plotly figures render both live in JupyterLab and inside the
-static HTML reports (plotly.js embedded once, no network).
+static HTML reports (plotly.js embedded once, no network). ``S.record(name, value)`` (:func:`record`)
+marks a result for the reports' index and for ``workbench sweep``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class Session:
     def pick(self, *, smoke: T, default: T, full: T) -> T:
         """The value for this session's profile: ``n = s.pick(smoke=2, default=50, full=500)``."""
         return by_profile(self.profile, smoke=smoke, default=default, full=full)
+
+    def record(self, name: str, value: Any, headline: bool = False) -> Any:
+        """Record a named result of this run (a number or a small table); see :func:`record`."""
+        return record(name, value, headline=headline)
 
 
 def in_report() -> bool:
@@ -94,6 +99,110 @@ def setup(profile: str = "default", seed: int = 0, **_: Any) -> Session:
     register_offline_renderer()
     pio.renderers.default = OFFLINE_RENDERER
     return Session(profile=profile, seed=seed, in_report=in_report())
+
+
+# --------------------------------------------------------------------------------------------------
+# Recorded results
+# --------------------------------------------------------------------------------------------------
+#: The output mimetype that carries a recorded result. It travels inside the executed notebook, so the
+#: result reaches ``workbench report`` / ``workbench sweep`` from any kernel, local or on a Dask worker.
+RESULT_MIMETYPE = "application/vnd.workbench.result+json"
+#: A "small table" has at most this many cells; anything bigger belongs in a figure or a file.
+MAX_TABLE_CELLS = 400
+_RESULT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+
+
+def _number(value: Any) -> float | int | None:
+    """A plain int/float for JSON (numpy scalars included, bools excluded), NaN/inf as None."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def result_payload(name: str, value: Any, headline: bool = False) -> dict[str, Any]:
+    """The JSON form of one recorded result: ``{"name", "kind", "value", "headline"}``.
+
+    ``kind`` is ``"number"`` (an int or float; NaN is stored as null) or ``"table"`` (a pandas DataFrame or
+    Series, or a dict of numbers, stored as ``{"columns": [...], "index": [...], "data": [[...]]}``).
+    """
+    if not isinstance(name, str) or not _RESULT_NAME.match(name):
+        raise ParameterError(
+            f"a recorded result needs a short name of letters, digits, '_', '.' or '-' starting with a letter "
+            f"(e.g. 'zsl_accuracy'); got {name!r}."
+        )
+    try:
+        return {"name": name, "kind": "number", "value": _number(value), "headline": bool(headline)}
+    except TypeError:
+        pass
+    import pandas as pd
+
+    if isinstance(value, dict):
+        value = pd.Series(value)
+    if isinstance(value, pd.Series):
+        value = value.to_frame(name=value.name if value.name is not None else name)
+    if not isinstance(value, pd.DataFrame):
+        raise ParameterError(
+            f"S.record({name!r}, ...): record a number or a small table (pandas DataFrame/Series, or a dict of "
+            f"numbers); got {type(value).__name__}."
+        )
+    if value.size > MAX_TABLE_CELLS:
+        raise ParameterError(
+            f"S.record({name!r}, ...): the table has {value.size} cells, more than {MAX_TABLE_CELLS}; record the "
+            "few numbers that summarise it (a figure can show the rest)."
+        )
+    cells = []
+    for row in value.itertuples(index=False):
+        cells.append([_table_cell(v) for v in row])
+    return {"name": name, "kind": "table", "headline": bool(headline),
+            "value": {"columns": [str(c) for c in value.columns], "index": [str(i) for i in value.index],
+                      "data": cells}}
+
+
+def _table_cell(value: Any) -> Any:
+    try:
+        return _number(value)
+    except TypeError:
+        return None if value is None else str(value)
+
+
+def record(name: str, value: Any, headline: bool = False) -> Any:
+    """Record a named result of this run, e.g. ``S.record("zsl_accuracy", 0.41, headline=True)``.
+
+    The result is displayed as one line and stored in the executed notebook; ``workbench report`` copies it
+    into the index (``headline=True``: shown in the index's "headline" column; mark the two or three figures
+    that sum the notebook up) and ``workbench sweep`` averages it over seeds. Recording the same name twice
+    keeps the last value. Returns ``value``, so ``acc = S.record("acc", compute())`` reads naturally.
+    """
+    import html
+
+    from IPython.display import display
+
+    payload = result_payload(name, value, headline)
+    if payload["kind"] == "number":
+        shown = "n/a" if payload["value"] is None else format_result(payload["value"])
+    else:
+        shown = f"table {len(payload['value']['index'])} x {len(payload['value']['columns'])}"
+    mark = " (headline)" if headline else ""
+    text = f"recorded {name} = {shown}{mark}"
+    display({RESULT_MIMETYPE: payload, "text/plain": text,
+             "text/html": f'<div class="workbench-recorded"><small>recorded <code>{html.escape(name)}</code> = '
+                          f'{html.escape(shown)}{mark}</small></div>'}, raw=True)
+    return value
+
+
+def format_result(value: float | int | None) -> str:
+    """A recorded number as the index shows it: integers as they are, floats to 4 significant digits."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
 
 
 def benchmark_results(name: str) -> dict[str, Any] | None:

@@ -116,6 +116,14 @@ fig.update_layout(coloraxis_showscale=False, height=520, width=90 + 60 * n_per_c
 fig.show()
 """),
 md(r"""
+A notebook *records* its main results with `S.record(name, value, headline=True)`: a number or a small table,
+stored with the executed notebook and shown in the "headline" column of the reports' index; `workbench sweep`
+averages every recorded number over seeds. This tour records how many real images it drew:
+"""),
+code(r"""
+S.record("digits_shown", len(picked), headline=True)
+"""),
+md(r"""
 ## Running things
 
 | what | command |
@@ -123,6 +131,7 @@ md(r"""
 | every report, default profile | `make report` (= `workbench report --all`) → `reports/index.html` |
 | one notebook, small | `.venv/bin/workbench report 00_tour --profile smoke` |
 | override a parameter | `.venv/bin/workbench report cada_vae -p dataset AWA2 -p seed 3` |
+| the same notebook over seeds and settings (Dask) | `.venv/bin/workbench sweep cada_vae -p seed 0..4 -p dataset digits-7seg,digit-styles` |
 | notebooks and their parameters | `.venv/bin/workbench list` |
 | datasets: present / missing / corrupt | `.venv/bin/workbench data list` |
 | live, interactive exploration | `.venv/bin/jupyter lab notebooks/` |

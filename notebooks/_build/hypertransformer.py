@@ -123,6 +123,17 @@ for shots in (1, 5):
                      "± 95% CI": 100 * res.accuracy.ci95, "episodes": res.accuracy.n,
                      "episodes/s": res.episodes_per_second})
 results = pd.DataFrame(rows).round(2)
+
+
+def accuracy(method, shots):
+    return float(results.loc[(results["method"] == method) & (results["shots"] == shots), "accuracy %"].iloc[0])
+
+
+S.record("ht_1shot_accuracy_pct", accuracy("HyperTransformer", 1), headline=True)
+S.record("ht_5shot_accuracy_pct", accuracy("HyperTransformer", 5), headline=True)
+S.record("protonet_1shot_accuracy_pct", accuracy("ProtoNet", 1))
+S.record("finetune_1shot_accuracy_pct", accuracy("fine-tune logits", 1))
+S.record("accuracy_table", results[["method", "shots", "accuracy %", "± 95% CI", "episodes"]])
 results
 """),
 md(r"""
@@ -170,6 +181,7 @@ fig
 """),
 code(r"""
 diag = [float(m[:n, n:2 * n].diagonal().sum() / m[:n, n:2 * n].sum()) for m in maps]
+S.record("attention_on_own_class_last_layer", diag[-1])
 pd.DataFrame({"layer": [1, 2, 3], "share of support attention on the own class": np.round(diag, 3),
               "uniform would be": 1 / n})
 """),
@@ -190,6 +202,7 @@ for u in (0, 1, 2, 4):
     semi.append({"unlabeled per class": u, "accuracy %": 100 * res.accuracy.mean, "± 95% CI": 100 * res.accuracy.ci95})
 semi = pd.DataFrame(semi).round(2)
 semi["gain vs U=0"] = (semi["accuracy %"] - semi["accuracy %"][0]).round(2)
+S.record("semi_supervised_gain_u4_pct", float(semi["gain vs U=0"].iloc[-1]))
 semi
 """),
 md(r"""

@@ -86,7 +86,10 @@ pd.DataFrame({c: getattr(votes, c) for c in crowd.COLUMNS}).head(6)
 """),
 code(r"""
 aggregates = {name: fn(votes) for name, fn in crowd.AGGREGATORS.items()}
-pd.DataFrame({name: crowd.recovery(agg, truth).as_dict(3) for name, agg in aggregates.items()}).T
+recoveries = {name: crowd.recovery(agg, truth) for name, agg in aggregates.items()}
+S.record("crowd_spearman_dawid_skene", recoveries["dawid-skene"].spearman, headline=True)
+S.record("crowd_spearman_majority_vote", recoveries["majority vote"].spearman)
+pd.DataFrame({name: rec.as_dict(3) for name, rec in recoveries.items()}).T
 """),
 md(r"""
 Spearman: rank correlation between Γ and the measured (symmetrised) affinities; accuracy: pairs whose most
@@ -280,8 +283,11 @@ result = evaluate_zero_shot(model, models, affinity, data, family)
 compared = ["small data", "most correlated", "Γ-weighted average", "TTNet"]
 display(result.table().style.format("{:.4f}").highlight_min(subset=compared, axis=1, props="font-weight: bold")
         .set_caption("Test mean squared error per zero-shot task (bold: best without the oracle and TTNet_LS)"))
-pd.DataFrame({ref: result.win_rates(ref) for ref in ("Γ-weighted average", "most correlated", "small data")}
-             ).style.format("{:.0%}").set_caption("TTNet's win rate: share of test images where its error is lower")
+win_rates = pd.DataFrame({ref: result.win_rates(ref) for ref in ("Γ-weighted average", "most correlated", "small data")})
+S.record("ttnet_win_rate_vs_gamma_average", float(win_rates["Γ-weighted average"].mean()), headline=True)
+S.record("ttnet_win_rate_vs_small_data", float(win_rates["small data"].mean()))
+S.record("zero_shot_test_mse", result.table())
+win_rates.style.format("{:.0%}").set_caption("TTNet's win rate: share of test images where its error is lower")
 """),
 code(r"""
 from workbench.methods.ttnet import forward_many
