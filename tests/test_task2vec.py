@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +38,22 @@ def tiny_task(n: int = 48, classes: int = 3, seed: int = 0) -> tuple[torch.Tenso
 
 
 FAST = dict(samples_per_epoch=640)  # 10 batches per epoch instead of 156: the maths is the same
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def bench_task2vec():
+    """benchmarks/bench_task2vec.py, which runs the released code (../shared/reference/aws-cv-task2vec)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_task2vec
+
+    return bench_task2vec
+
+
+def sorted_task(n: int = 150, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images sorted by class, as Omniglot's tasks are (the released truncation and caching go in dataset order)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 12, 12, generator=g) * 2 - 1, torch.arange(n) * classes // n
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,11 +229,14 @@ def test_fast_head_fit_is_torch_adam_step_for_step():
 
 @pytest.mark.parametrize("kwargs", [dict(fisher="per_sample"), dict(fisher="per_sample", fisher_labels="sampled"),
                                     dict(fisher="per_sample", engine="vmap"), dict(fisher="batch"),
-                                    dict(fisher="batch", bn_mode="train"), dict(method="variational", variational_epochs=1)])
+                                    dict(fisher="batch", bn_mode="train"), dict(official=True),
+                                    dict(official=True, engine="loop"), dict(method="variational", variational_epochs=1)])
 def test_every_estimator_runs_and_leaves_the_probe_untouched(kwargs):
     probe = tiny_probe()
     before = {k: v.clone() for k, v in probe.state_dict().items()}
-    e = Task2Vec(probe, **kwargs, **FAST).embed(tiny_task(), name="noise")
+    kwargs = dict(kwargs)
+    make = Task2Vec.official if kwargs.pop("official", False) else Task2Vec
+    e = make(probe, **kwargs, **FAST).embed(tiny_task(), name="noise")
     assert np.all(np.isfinite(e.hessian)) and e.hessian.shape == e.scale.shape
     assert all(torch.equal(before[k], v) for k, v in probe.state_dict().items())  # we work on a copy
     assert not probe.training
@@ -249,6 +270,95 @@ def test_same_seed_same_embedding_other_seed_different():
     assert torch.equal(state, torch.get_rng_state())  # the caller's RNG is left alone
 
 
+def test_fit_is_scikit_learn_style():
+    """Hyperparameters in the constructor, ``fit`` returns self, learned state ends in ``_``."""
+    probe = tiny_probe()
+    tasks = {"a": tiny_task(seed=0), "b": tiny_task(seed=1, classes=4)}
+    est = Task2Vec(probe, **FAST)
+    assert est.fit(tasks) is est
+    assert est.task_names_ == ["a", "b"] and len(est.embeddings_) == 2 and est.distances_.shape == (2, 2)
+    assert np.array_equal(est.embeddings_[0].hessian, Task2Vec(probe, **FAST).embed(tasks["a"]).hessian)
+    assert est.seed == 0 and est.samples_per_epoch == 640 and hasattr(est, "head_")
+    official = Task2Vec.official(probe, **FAST)
+    assert (official.fisher, official.bn_mode, official.protocol) == ("batch", "train", "released")
+
+
+def test_released_random_draws_are_those_of_its_dataloader_and_linear_head():
+    """The official mode's sampler and head initialisation consume a seeded generator exactly as the released code
+    consumes the global one: a DataLoader over a WeightedRandomSampler (float64 weights), and nn.Linear."""
+    from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 70)
+    y = labels.numpy()
+    counts = np.eye(3)[y].sum(0)
+    weights = 1.0 / counts[y] / 3
+    torch.manual_seed(7)
+    head = torch.nn.Linear(8, 3)
+    loader = DataLoader(TensorDataset(torch.zeros(150, 1), labels), batch_size=64, drop_last=True,
+                        sampler=WeightedRandomSampler(weights / weights.sum(), num_samples=640))
+    released = [[b for _, b in loader] for _ in range(2)]  # two epochs
+    after = torch.rand(3)
+    gen = torch.Generator().manual_seed(7)
+    w, b = t2v.linear_init(8, 3, gen)
+    ours = [t2v.released_loader_batches(labels, 640, 64, gen) for _ in range(2)]
+    assert torch.equal(w, head.weight.data) and torch.equal(b, head.bias.data)
+    assert all(torch.equal(labels[i], r) for epoch_o, epoch_r in zip(ours, released) for i, r in zip(epoch_o, epoch_r))
+    assert torch.equal(torch.rand(3, generator=gen), after)  # and the generators are left in the same state
+    # Dataset-order truncation: the first floor(max_samples / 64) - 1 batches.
+    assert t2v.released_truncation(300, 1000, 64) == 300 and t2v.released_truncation(1000, 300, 64) == 192
+    assert t2v.released_truncation(1000, None, 64) == 1000
+    with pytest.raises(ParameterError, match="keeps no batch"):
+        t2v.released_truncation(1000, 100, 64)
+
+
+@pytest.mark.parametrize("skip_layers", [0, 6])
+def test_official_mode_matches_the_released_code_seeded_the_same(skip_layers):
+    """Task2Vec.official reproduces awslabs/aws-cv-task2vec (run unmodified from ../shared/reference) draw for draw:
+    with the same seed, same probe and task, the embeddings agree to float rounding (rtol 1e-4; measured ~2e-6),
+    both engines, with and without skipped layers. The task is sorted by class and max_samples truncates it, so the
+    dataset-order truncation and caching (train-mode BatchNorm over class-sorted batches) are exercised."""
+    bench = bench_task2vec()
+    if not bench.released_available():
+        pytest.skip(f"the released Task2Vec code is not at {bench.REFERENCE} (../shared/reference/aws-cv-task2vec)")
+    probe = tiny_probe()
+    images, labels = sorted_task()
+    opts = dict(skip_layers=skip_layers, max_samples=200)  # keeps the first 2 batches of 64: 128 of 150 images
+    for seed in (0, 3):
+        released = bench.released_embed(probe, images, labels, seed=seed, num_samples=640, head_epochs=2, **opts)
+        for engine in ("loop", "fast"):
+            ours = Task2Vec.official(probe, engine=engine, seed=seed, samples_per_epoch=640, head_epochs=2,
+                                     **opts).embed((images, labels)).hessian
+            assert ours.shape == released.shape
+            assert np.allclose(ours, released, rtol=1e-4, atol=1e-6 * released.max()), (seed, engine)
+    other = Task2Vec.official(probe, seed=1, samples_per_epoch=640, head_epochs=2, **opts).embed((images, labels))
+    assert not np.allclose(other.hessian, released, rtol=1e-2)  # a different seed is a different Monte Carlo draw
+
+
+@pytest.mark.parametrize("kwargs", [dict(official=True), dict(official=True, bn_mode="eval"),
+                                    dict(fisher="batch"), dict(fisher="batch", bn_mode="train", skip_layers=4)])
+def test_fast_batch_engine_equals_the_plain_loop(kwargs):
+    """The fast engine (channels-last memory, no BatchNorm running averages) draws the same batches and labels and
+    sums the same squared gradients as the plain loop: equal to float rounding."""
+    kwargs = dict(kwargs)
+    make = Task2Vec.official if kwargs.pop("official", False) else Task2Vec
+    probe = tiny_probe()
+    task = sorted_task()
+    loop = make(probe, engine="loop", **kwargs, **FAST).embed(task)
+    fast = make(probe, engine="fast", **kwargs, **FAST).embed(task)
+    assert loop.meta["engine"] == "loop" and fast.meta["engine"] == "fast"
+    assert np.allclose(fast.hessian, loop.hessian, rtol=1e-4, atol=1e-6 * loop.hessian.max())
+
+
+def test_fast_head_fit_with_a_given_init_and_the_released_sampler_is_torch_adam():
+    torch.manual_seed(0)
+    x, y = torch.randn(90, 16), torch.arange(90) // 30
+    init = t2v.linear_init(16, 3, torch.Generator().manual_seed(1))
+    opts = dict(epochs=2, samples_per_epoch=640, init=init, sampler="released")
+    fast, _ = t2v.fit_head(x, y, 3, generator=torch.Generator().manual_seed(3), **opts)
+    slow = t2v.fit_head_autograd(x, y, 3, generator=torch.Generator().manual_seed(3), **opts)
+    assert torch.allclose(fast.weight, slow.weight, atol=1e-5) and torch.allclose(fast.bias, slow.bias, atol=1e-5)
+
+
 def test_truncation_is_stratified_not_dataset_order():
     labels = torch.arange(10).repeat_interleave(30)  # sorted by class, as many datasets are
     idx = t2v.stratified_subset(labels, 100, torch.Generator().manual_seed(0))
@@ -266,6 +376,12 @@ def test_clear_errors_for_bad_parameters_and_tasks():
         Task2Vec(probe, method="fisher")
     with pytest.raises(ParameterError, match="bn_mode='eval'"):
         Task2Vec(probe, fisher="per_sample", bn_mode="train")
+    with pytest.raises(ParameterError, match="protocol='released'"):
+        Task2Vec(probe, protocol="released")
+    with pytest.raises(ParameterError, match="does not apply"):
+        Task2Vec(probe, fisher="batch", engine="vmap")
+    with pytest.raises(ParameterError, match="does not apply"):
+        Task2Vec(probe, engine="fast")
     with pytest.raises(ParameterError, match="skip_layers"):
         Task2Vec(probe, skip_layers=10)
     with pytest.raises(ParameterError, match="layers"):
