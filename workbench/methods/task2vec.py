@@ -50,20 +50,20 @@ unused running averages, and fits the head with the softmax-regression gradient 
 within float rounding, tested; where rounding moves a sampled label, that batch differs). Measured against the
 released code by ``benchmarks/bench_task2vec.py``: see ``benchmarks/results/task2vec.md`` (figures below).
 
-Measured by ``benchmarks/bench_task2vec.py`` against the released code run side by side (same shipped probe, 9 of
-its 12 Omniglot alphabets (the run was cut short for time), seeds 0 and 1, skip_layers=0, max_samples=10000, one
-torch thread each, on a shared 2-core machine at a 1-minute load average of 6.8-10.8 during the embeddings, so CPU
-seconds are inflated for every row alike): CPU s per task released 14.61, ``Task2Vec.official(probe)`` (fast
-engine) 9.71 (1.50x), default 2.60; Spearman agreement of the distance matrices with the released code's, same
-seed: official 1.000 (embeddings within 1.7e-03 median / 7.7e-03 max relative L2), default 0.630; seed 0 vs 1:
-released 0.950, official 0.951, default 0.981. The 3x speed goal is not reached: one Fisher batch is 2.95 GFLOP,
-and at this machine's single-thread matrix-product speed (84 GFLOP/s) the released 156 batches cannot take less
-than 5.5 s per task in any exact float32 implementation; the fast engine runs at 50 GFLOP/s, the plain loop at 41.
+Measured by ``benchmarks/bench_task2vec.py`` against the released code run side by side (same shipped probe, its
+12 Omniglot alphabets, seeds 0 and 1, skip_layers=0, max_samples=10000, one torch thread each, estimators taking
+turns task by task on a shared 2-core machine at a load average of about 5-10, so CPU seconds are inflated for
+every row alike): CPU s per task released 15.06, ``Task2Vec.official(probe)`` (fast engine) 10.00 (1.51x), default
+2.42 (6.23x); Spearman agreement of the distance matrices with the released code's, same seed: official 1.000
+(embeddings within 2.2e-03 median / 9.9e-03 max relative L2), default 0.705; seed 0 vs 1: released 0.980,
+official 0.980, default 0.986. The 3x speed goal is not reached: one Fisher batch is 2.95 GFLOP, and at this
+machine's single-thread matrix-product speed (74 GFLOP/s in that run) the released 156 batches cannot take less
+than 6.2 s per task in any exact float32 implementation; the fast engine runs at 41 GFLOP/s, the plain loop at 29.
 
 Default chosen by evidence: on the same embeddings, BatchNorm in eval mode (the default) against train mode (the
-released code): family AUC 0.958 vs 0.760, nearest alphabet of the same script family 0.94 vs 0.67,
-Spearman(embedding norm, linear-head error) 0.791 vs 0.590, seed agreement 0.981 vs 0.950: eval mode is better on
-more scores, so it stays the default; the released behaviour is ``Task2Vec.official(probe)``
+released code): family AUC 0.970 vs 0.886, nearest alphabet of the same script family 0.83 vs 0.67,
+Spearman(embedding norm, linear-head error) 0.725 vs 0.391, seed agreement 0.986 vs 0.980: eval mode is better on
+every score, so it stays the default; the released behaviour is ``Task2Vec.official(probe)``
 (``benchmarks/results/task2vec.md``).
 
 Distances (:func:`distance`): the paper's **symmetric normalised cosine** (the default; it is ``cosine`` in the
