@@ -123,38 +123,56 @@ def fitted(digits):
     return CADAVAE(seed=0, loss_weight_scale=DIGITS_SCALE).fit(digits)
 
 
-def test_digits_unseen_classes_beat_chance_and_the_regression_baseline(digits, fitted):
-    """Default seed 0 (unseen digits 5, 6, 9), the official settings: on the unseen test images
-
-    - ZSL (argmax over the 3 unseen digits) beats chance (1/3) and the attribute-regression baseline (39.0% vs
-      33.3% and 34.4%);
-    - GZSL U (argmax over all 10 digits) beats the baseline, which almost never predicts an unseen digit (10.1%
-      vs 0.7%): the seen-class bias that generative GZSL methods like CADA-VAE were made to remove.
-
-    Honest scale: the margins are a few points, and over 5 seeds ZSL is 38.9 ± 10.3% against 33.3% chance
-    (benchmarks/results/cada_vae.md): zero-shot transfer on digits-7seg is weak. This pins the default seed.
-    """
-    scores = fitted.evaluate(digits)
-    baseline = attribute_regression_baseline(digits)
-    chance = 1 / len(digits.unseen_classes)
-    assert scores.ZSL > chance + 0.03 and scores.ZSL > baseline.ZSL + 0.03
-    assert scores.U > baseline.U + 0.05
-    assert scores.S > 0.9 and scores.H == pytest.approx(harmonic_mean(scores.S, scores.U))
+#: The benchmark's seeds (benchmarks/results/cada_vae.md): the claims below are asserted on their mean, not on
+#: whichever single seed happens to win.
+SEEDS = (0, 1, 2, 3, 4)
 
 
-def test_digit_styles_unseen_pairs_beat_chance_and_the_regression_baseline():
+def _mean_scores(load, seeds=SEEDS) -> tuple[dict, dict, list]:
+    """Mean S / U / ZSL (fractions) of CADA-VAE (defaults, the digit data's loss scale) and of the attribute
+    regression baseline over ``seeds`` (seed s = data split s and model seed s), and the per-seed rows."""
+    rows = []
+    for seed in seeds:
+        data = load(seed=seed)
+        cada = CADAVAE(seed=seed, loss_weight_scale=DIGITS_SCALE).fit(data).evaluate(data)
+        baseline = attribute_regression_baseline(data)
+        rows.append((seed, cada, baseline))
+        print(f"seed {seed}: CADA {cada.as_percent()}  regression {baseline.as_percent()}")
+    mean = lambda which, key: float(np.mean([getattr(r[which], key) for r in rows]))  # noqa: E731
+    return ({k: mean(1, k) for k in ("S", "U", "ZSL")}, {k: mean(2, k) for k in ("S", "U", "ZSL")}, rows)
+
+
+@pytest.mark.slow
+def test_digits_unseen_classes_beat_chance_and_the_regression_baseline_over_seeds():
+    """digits-7seg, the official recipe, 5 seeds (different unseen digits per seed). What holds:
+
+    - on average over the seeds, ZSL (argmax over the 3 unseen digits) beats chance (1/3) and the attribute
+      regression baseline, and GZSL U beats the baseline, which almost never predicts an unseen digit (the
+      seen-class bias generative GZSL methods were made to remove);
+    - at *every* seed the seen digits are learnt (S > 90%) and H is the harmonic mean of S and U.
+
+    Honest scale: single seeds swing by ±10 points and fall below chance at some (benchmarks/results/
+    cada_vae.md): zero-shot transfer on digits-7seg is weak, which is why no single seed is asserted."""
+    cada, baseline, rows = _mean_scores(load_digits_7seg)
+    chance = 1 / 3
+    assert cada["ZSL"] > chance + 0.02 and cada["ZSL"] > baseline["ZSL"] + 0.02, (cada, baseline)
+    assert cada["U"] > baseline["U"] + 0.02, (cada, baseline)
+    for _, scores, _ in rows:
+        assert scores.S > 0.9 and scores.H == pytest.approx(harmonic_mean(scores.S, scores.U))
+
+
+@pytest.mark.slow
+def test_digit_styles_unseen_pairs_beat_chance_and_the_regression_baseline_over_seeds():
     """Zero-shot *composition*: 40 (digit, style) classes, each digit's unseen style held out (10 unseen pairs,
-    chance 10%), seed 0, the official recipe. Both primitives of every unseen pair were seen in training, and
-    CADA-VAE tells the unseen pairs apart at 2.5x chance (25.4% vs the regression baseline's 18.2%). In GZSL,
-    though, its unseen images still go to seen pairs (U 0.3%): the seen-class bias is not removed on this data
-    (5 seeds in benchmarks/results/cada_vae.md)."""
-    data = load_digit_styles(seed=0)
-    scores = CADAVAE(seed=0, loss_weight_scale=DIGITS_SCALE).fit(data).evaluate(data)
-    baseline = attribute_regression_baseline(data)
-    chance = 1 / len(data.unseen_classes)
-    print(f"\ndigit-styles seed 0: CADA {scores.as_percent()} vs regression {baseline.as_percent()}")
-    assert scores.ZSL > 2 * chance and scores.ZSL > baseline.ZSL + 0.03
-    assert scores.S > 0.9 and scores.H == pytest.approx(harmonic_mean(scores.S, scores.U))
+    chance 10%), the benchmark's first 3 seeds (a fit here takes 4x a digits-7seg fit), the official recipe. Both
+    primitives of every unseen pair were seen in training. At every seed CADA-VAE tells the unseen pairs apart at
+    more than twice chance; on average it beats the regression baseline (single seeds come within a point of it). In GZSL its unseen images still go to seen pairs (U near
+    0): the seen-class bias is not removed on this data, so nothing is asserted about U."""
+    cada, baseline, rows = _mean_scores(load_digit_styles, seeds=SEEDS[:3])  # 40 classes: the first 3 seeds
+    chance = 1 / 10
+    assert cada["ZSL"] > baseline["ZSL"] + 0.03, (cada, baseline)
+    for _, scores, _ in rows:
+        assert scores.ZSL > 2 * chance and scores.S > 0.9
 
 
 def test_few_shot_h_grows_with_k(digits, fitted):

@@ -183,15 +183,27 @@ def test_evaluate_reports_whole_split_per_class_accuracy(digits):
     assert scores.H == pytest.approx(2 * scores.S * scores.U / (scores.S + scores.U) if scores.S + scores.U else 0)
 
 
-def test_zero_shot_composition_beats_chance_and_the_non_task_aware_baseline(styles):
-    """digit-styles (real digits-7seg images in four styles): unseen (digit, style) pairs, fixed seed 0."""
-    cfg = TAFENetConfig.small(epochs=10, select_epoch=False, seed=0)
-    tafe = TAFENet(cfg).fit(styles).evaluate(styles)
-    base = TAFENet(replace(cfg, task_aware=False)).fit(styles).evaluate(styles)
-    chance = 1 / len(styles.unseen_classes)
-    assert tafe.ZSL > 3 * chance, tafe
-    assert tafe.ZSL > base.ZSL + 0.03, (tafe, base)
-    assert tafe.S > 0.8
+@pytest.mark.slow
+def test_zero_shot_composition_beats_chance_and_the_non_task_aware_baseline_over_seeds():
+    """digit-styles (real digits-7seg images in four styles): unseen (digit, style) pairs, the benchmark's first
+    two seeds and its settings (``TAFENetConfig.small``), **both** models' epochs chosen on validation the same
+    way, up to 60 epochs (the baseline needs 37-59: the suite's time budget allows two of the five seeds).
+
+    What holds at every seed (benchmarks/results/tafe_net.md) is asserted at every seed: TAFE-Net recognises unseen
+    pairs at more than twice chance and fits the seen classes far better than the same-size non-task-aware model
+    (S 93-97% vs 69-77%), with a higher H. ZSL against the baseline is asserted on the mean over seeds (41 vs 29
+    in the benchmark's five seeds): at seed 3 the baseline's ZSL is half a point higher."""
+    chance, zsl = 1 / 10, {True: [], False: []}
+    for seed in range(2):
+        data = load_digit_styles(seed=seed)
+        scores = {aware: TAFENet(TAFENetConfig.small(seed=seed, num_threads=1, task_aware=aware)).fit(data)
+                  .evaluate(data) for aware in (True, False)}
+        print(f"seed {seed}: TAFE-Net {scores[True].as_percent()}  non-task-aware {scores[False].as_percent()}")
+        tafe, base = scores[True], scores[False]
+        assert tafe.ZSL > 2 * chance and tafe.S > base.S + 0.1 and tafe.H > base.H, (seed, tafe, base)
+        for aware in zsl:
+            zsl[aware].append(scores[aware].ZSL)
+    assert np.mean(zsl[True]) > np.mean(zsl[False]) + 0.05, zsl
 
 
 def test_signature_points_and_joint_space(digits):

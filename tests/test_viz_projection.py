@@ -108,6 +108,11 @@ def test_defaults_adapt_to_the_input():
     assert resolve_settings(1000, 30, "tsne").pca_dims is None  # narrow input: used as is
     assert resolve_settings(1000, 784, "tsne", metric="cosine").pca_dims is None  # PCA would change cosine
     assert resolve_settings(10, 5, "umap").n_neighbors == 9
+    # the default perplexity is rounded down, so passing it back in (as linked views do) stays valid:
+    # for 60 points the limit is 59/3 = 19.67, and 19.7 would be refused
+    sixty = resolve_settings(60, 4096, "tsne")
+    assert sixty.perplexity == pytest.approx(19.6)
+    assert resolve_settings(60, 4096, "tsne", perplexity=sixty.perplexity).perplexity == sixty.perplexity
     assert resolve_settings(1000, 64, "umap").label == "UMAP (15 neighbours, min_dist 0.1)"
 
 

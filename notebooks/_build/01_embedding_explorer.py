@@ -9,7 +9,7 @@ write(OUT, [
 md(r"""
 # Embedding explorer: t-SNE, UMAP and the visualization kit
 
-Look at real embedded data the way every method notebook does — t-SNE and UMAP maps side by side, what perplexity and neighbours change, the same images embedded for two tasks, an interactive explorer that also works in the offline report, clustered distance matrices and image grids.
+Look at real embedded data the way every method notebook does — t-SNE and UMAP maps side by side, what perplexity and neighbours change, the same images embedded for two tasks, an interactive explorer that also works in the offline report, linked maps that select the same items in both, clustered distance matrices and image grids.
 """),
 params(r"""
 profile = "default"  # [smoke|default|full] how big a run: a few hundred items (seconds), the report, or everything
@@ -25,6 +25,7 @@ S
 code(r"""
 import numpy as np
 import pandas as pd
+from IPython.display import display
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from workbench import viz
@@ -221,6 +222,44 @@ else:
     explorer.show(live=False)
 """),
 md(r"""
+## Linked maps: where do task A's clusters land under task B?
+
+The question task-aware embeddings raise is about the *same items* in two maps: do the images that cluster
+together under one task stay together under the other? `explorer.linked([...])` (or `viz.LinkedExplorer`) puts
+two of the explorer's maps side by side and links them: drag a box (or pick the lasso in the toolbar) in either
+map, and the same images light up in both while the rest turns grey; a strip shows their images, and a summary
+counts them per class and says how spread they are in each map. Double-click a map to clear. Each map has its
+own menu, so any two conditions (or methods) can be compared. In the HTML report the linking works too: plotly's
+own selection events and a few lines of JavaScript embedded in the page, no kernel.
+"""),
+code(r"""
+task_a, task_b = list(tasks)
+linked = explorer.linked([task_a, task_b], title="The same images under two tasks: select in one map")
+linked
+"""),
+md(r"""
+Whatever you select is `linked.selection`, the items' indices, so the notebook can compute on it; assigning to
+it selects from code (`linked.selection = indices`; `save_selection("name")` keeps one for later). Below, if
+nothing is selected yet — always the case in the report — the cell selects the images of one task-B class.
+`linked.summary()` counts them and measures their **spread** in each map: the mean distance between two of
+them, divided by the same for random sets of as many images (1 = no more grouped than chance; the bars on the
+right show the range random sets reach). A class of task B is tight in task B's map; in task A's map it may
+split into several clusters — its spread there says how far apart task A keeps those images.
+"""),
+code(r"""
+if len(linked.selection) == 0:  # nothing picked by hand: take every image of task B's first class
+    linked.selection = np.flatnonzero(tasks[task_b] == tasks[task_b][0])
+summary = linked.summary()
+display(summary.spread[["items", "ratio", "random_low", "random_high", "p_tighter"]].round(3))
+summary.figure()
+"""),
+md(r"""
+The same selection drawn into both maps (`linked.figure()`, a plain plotly figure: save it for slides):
+"""),
+code(r"""
+linked.figure()
+"""),
+md(r"""
 ## Distances between items, clustered
 
 A distance matrix is easiest to read when similar items sit together. `viz.matrix_heatmap(..., cluster=True)`
@@ -253,7 +292,8 @@ md(r"""
 ## Where next
 
 Every method notebook uses these functions: `viz.project` for maps of learned embeddings,
-`viz.compare_scatter` for the TAFE-Net task comparison, `viz.matrix_heatmap` for Task2Vec distances and TTNet
+`viz.compare_scatter` for the TAFE-Net task comparison, `viz.LinkedExplorer` for the same images under a seen and
+an unseen task (TAFE-Net) and for image vs attribute latents (CADA-VAE), `viz.matrix_heatmap` for Task2Vec distances and TTNet
 task correlations, `viz.training_curves` for loss terms, `viz.image_grid` for support sets and generated
 filters. For slides, `viz.save_static(fig, "figure.png")` writes PNG/SVG/PDF through kaleido
 (`pip install 'workbench[export]'`, uses the system Chromium); without it you get a message saying so.

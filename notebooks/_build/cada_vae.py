@@ -225,6 +225,9 @@ if data.name == "CUB-vgg":
 results = pd.DataFrame(rows).T[["S", "U", "H", "ZSL", "ZSL classifier"]]
 chance = pd.Series({"U": 100 / data.n_classes, "ZSL": 100 / len(data.unseen_classes)}, name="chance (uniform guess)")
 display(pd.concat([results, chance.to_frame().T]).style.format(precision=1, na_rep="–"))
+S.record("gzsl_H_pct", scores.as_percent()["H"], headline=True)
+S.record("zsl_pct", round(100 * zsl.ZSL, 2), headline=True)
+S.record("results_table", results.round(2))
 """),
 md(r"""
 ## The shared latent space
@@ -250,6 +253,28 @@ else:
     compare_scatter(maps, color=points["name"], symbol=points["kind"], color_name="class", align=True,
                     hover={"modality": points["modality"], "split": points["split"]},
                     title=f"Latent space of {data.name}: images and side information ({projection})").show()
+"""),
+md(r"""
+**Linked: image latents vs side-information latents.** The trained latent space again, one map per modality (the
+same projection, so positions compare), linked by class: drag a box (or pick the lasso) over some image latents
+and every latent of their classes lights up in both maps — do the images' side-information samples sit where the
+images do? The summary counts the selection per class and split, and measures how spread it is in each map
+against random sets of the same size (below 1 = grouped). Double-click a map to clear; `linked.selection` holds
+the selected points (rows of `points`) and can be set from code. It starts with the first unseen class. The
+linking works in the HTML report too (no kernel).
+"""),
+code(r"""
+from workbench.viz import LinkedExplorer
+
+colours = {"class": points["name"].tolist(), "split": points["split"].tolist()}
+if many:  # 200 species: colour by split first, the species second
+    colours = {"split": colours["split"], "class": colours["class"]}
+linked = LinkedExplorer({"after training": z_after}, facet=points["modality"], link_by="class", color=colours,
+                        names=points["name"].tolist(), hover={"modality": points["modality"].tolist()},
+                        methods=(projection,), seed=S.seed,
+                        title=f"{data.name}: image latents vs side-information latents, linked by class")
+linked.selection = np.flatnonzero(points["class_id"].to_numpy() == data.unseen_classes[0])
+linked
 """),
 code(r"""
 if many:  # a few species, so that colours can tell them apart: six seen and six unseen

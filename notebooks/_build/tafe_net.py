@@ -194,6 +194,9 @@ if is_paper_benchmark(dataset) or is_cub:
 results = pd.DataFrame(rows).T[["S", "U", "H", "ZSL"]]
 chance = pd.Series({"U": 100 / data.n_classes, "ZSL": 100 / len(data.unseen_classes)}, name="chance")
 display(pd.concat([results, chance.to_frame().T]).style.format(precision=1, na_rep="–"))
+S.record("gzsl_H_pct", scores.as_percent()["H"], headline=True)
+S.record("zsl_pct", scores.as_percent()["ZSL"], headline=True)
+S.record("results_table", results.round(2))
 """),
 code(r"""
 from workbench.notebook import benchmark_results
@@ -233,6 +236,25 @@ maps = {f"task A: {name_a}": project(embedded[task_a], method=projection, seed=S
 compare_scatter(maps, color=membership, color_name="image", symbol=points["split"],
                 hover={"class": points["name"]}, names=points["name"].tolist(),
                 title=f"The same {len(points)} test images embedded under two tasks ({projection})").show()
+"""),
+md(r"""
+**Linked: where do task A's images land under task B?** The same two maps, side by side and linked: drag a box
+(or pick the lasso) in either map and the same images light up in the other while the rest turns grey; below, a
+strip of their images (none here: features, not pixels) and a summary — how many per class and split, and how
+spread they are in each map (mean pairwise distance over that of random sets of as many images; below 1 =
+grouped). Double-click a map to clear. `linked.selection` holds the picked images (rows of `points`); assigning
+to it selects from code. It starts with the positives of the seen task A: do they stay together when the
+unseen task B is asked? The linking works in the HTML report too (no kernel).
+"""),
+code(r"""
+from workbench.viz import LinkedExplorer
+
+linked = LinkedExplorer({f"task A: {name_a} (seen)": embedded[task_a], f"task B: {name_b} (unseen)": embedded[task_b]},
+                        color={"image": membership, "split": points["split"].tolist()},
+                        names=points["name"].tolist(), hover={"class": points["name"].tolist()},
+                        methods=(projection,), seed=S.seed, title="The same images under a seen and an unseen task")
+linked.selection = np.flatnonzero(points["class_id"].to_numpy() == task_a)
+linked
 """),
 md(r"""
 **Pick any task.** The explorer below holds the TAFEs of the same images under every class's task (a live

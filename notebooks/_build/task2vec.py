@@ -144,6 +144,8 @@ print(f"P(same-family pair closer than a different-family pair): {t2v.grouping_a
 print(f"P(same-set pair closer), background vs evaluation:       "
       f"{t2v.grouping_auc(D_alpha, info.set_index('task').loc[alphabets, 'set'].values):.2f}")
 print(f"nearest neighbour in the same script family: {same:.0%} (chance {chance:.0%})")
+S.record("family_auc", float(t2v.grouping_auc(D_alpha, fams)), headline=True)
+S.record("nearest_same_family", float(same))
 n_groups = min(10, len(alphabets) - 1)
 groups = fcluster(linkage(squareform((D_alpha + D_alpha.T) / 2, checks=False), "complete"), n_groups, "maxclust")
 pd.DataFrame({"cluster": groups, "alphabet": alphabets, "family": fams, "set": info.set_index("task").loc[alphabets, "set"].values}) \
@@ -188,6 +190,7 @@ from workbench.train import progress
 error = np.array([1 - t2v.task_accuracy(probe, tasks[n], seed=S.seed) for n in progress(names, desc="difficulty")])
 norm = np.array([e.norm() for e in embeddings])
 rho = spearmanr(norm, error)[0]
+S.record("spearman_norm_vs_error", float(rho), headline=True)
 fig = viz.embedding_scatter(np.c_[norm, error], info["set"].tolist(), names=names, color_name="set",
                             hover={"classes": info["classes"].tolist()},
                             title=f"Embedding norm vs test error of a linear head (Spearman {rho:.2f})")

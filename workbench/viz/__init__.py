@@ -4,6 +4,8 @@
 * Figures: :func:`embedding_scatter`, :func:`compare_scatter`, :func:`matrix_heatmap`
   (with :func:`cluster_order`), :func:`training_curves`, :func:`image_grid`, :func:`neighbour_grid`.
 * :class:`EmbeddingExplorer` — live ipywidgets in JupyterLab, plotly controls in offline reports.
+* :class:`LinkedExplorer` — several maps of the same items side by side, one selection shown in all
+  (live in JupyterLab; in reports through plotly's selection events and a few lines of embedded JavaScript).
 * :func:`save_static` — PNG/SVG/PDF via kaleido (optional extra ``workbench[export]``).
 
 Every figure is a plain ``plotly.graph_objects.Figure``; in a notebook set up with
@@ -20,6 +22,8 @@ from workbench.viz.figures import (
     training_curves,
 )
 from workbench.viz.images import image_grid, neighbour_grid
+from workbench.viz.linked import LinkedExplorer, Panel
+from workbench.viz.linked_selection import SelectionSummary
 from workbench.viz.matrices import cluster_order, matrix_heatmap
 from workbench.viz.projection import (
     ProjectionSettings,
@@ -32,7 +36,10 @@ from workbench.viz.projection import (
 
 __all__ = [
     "EmbeddingExplorer",
+    "LinkedExplorer",
+    "Panel",
     "ProjectionSettings",
+    "SelectionSummary",
     "View",
     "cache_stats",
     "category_colors",

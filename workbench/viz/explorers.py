@@ -312,6 +312,8 @@ class EmbeddingExplorer:
             knob = {"tsne": perplexity.value, "umap": neighbours.value, "pca": None}[method.value]
             return View(condition.value, method.value, knob)
 
+        hovered: dict[str, int] = {}  # the item the image panel shows, so a switch of condition can refresh it
+
         def redraw(_: Any = None) -> None:
             v = current_view()
             perplexity.layout.display = "" if v.method == "tsne" else "none"
@@ -327,6 +329,8 @@ class EmbeddingExplorer:
                 figure.layout.legend.title.text = color_by.value
                 figure.layout.xaxis.autorange = figure.layout.yaxis.autorange = True
             status.value = f"{html.escape(v.label())}: {time.perf_counter() - start:.1f} s"
+            if panel is not None and "item" in hovered:  # neighbours differ per condition: never show stale ones
+                panel.value = self._image_panel_html(hovered["item"], v.condition)
             if output is not None:
                 output.clear_output(wait=True)
                 with output:
@@ -335,7 +339,8 @@ class EmbeddingExplorer:
         def show_item(index: np.ndarray) -> Any:
             def on_hover(trace: Any, points: Any, state: Any) -> None:
                 if panel is not None and points.point_inds:
-                    panel.value = self._image_panel_html(int(index[points.point_inds[0]]), condition.value)
+                    hovered["item"] = int(index[points.point_inds[0]])
+                    panel.value = self._image_panel_html(hovered["item"], condition.value)
             return on_hover
 
         for control in (condition, method, perplexity, neighbours, color_by):
@@ -344,12 +349,25 @@ class EmbeddingExplorer:
             for trace, (_, index) in zip(figure.data, traces):
                 trace.on_hover(show_item(index))
         redraw()
-        shown = [c for c, keep in ((condition, len(self.conditions) > 1), (method, len(self.methods) > 1),
-                                   (perplexity, "tsne" in self.methods), (neighbours, "umap" in self.methods),
-                                   (color_by, len(color_names) > 1)) if keep]
+        # Row 1 picks what to draw, row 2 tunes it: perplexity and neighbours take turns in the same place
+        # (only the current method's knob is displayed), so picking UMAP never moves a control to another row.
+        first_row = [c for c, keep in ((condition, len(self.conditions) > 1), (method, len(self.methods) > 1)) if keep]
+        second_row = [c for c, keep in ((perplexity, "tsne" in self.methods), (neighbours, "umap" in self.methods),
+                                        (color_by, len(color_names) > 1)) if keep] + [status]
         plot = figure if output is None else output
         body = w.HBox([plot, panel]) if panel is not None else plot
-        return w.VBox([w.HBox(shown[:3]), w.HBox(shown[3:] + [status]), body])
+        return w.VBox([w.HBox(first_row), w.HBox(second_row), body])
+
+    def linked(self, panels: Sequence[Any] | None = None, *, link_by: Sequence[Any] | str | None = None,
+               facet: Sequence[Any] | None = None, title: str | None = None) -> Any:
+        """Several of this explorer's maps side by side with one linked selection (a
+        :class:`~workbench.viz.LinkedExplorer` over the same items and projections).
+
+        ``panels``: condition names or :class:`View` objects (default: the first two conditions).
+        """
+        from workbench.viz.linked import LinkedExplorer
+
+        return LinkedExplorer.from_explorer(self, panels, link_by=link_by, facet=facet, title=title)
 
     # ---------------------------------------------------------------------------------------------
     # Display

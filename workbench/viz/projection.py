@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from collections import OrderedDict
@@ -151,12 +152,13 @@ def resolve_settings(
             raise ParameterError("n_neighbors and min_dist are UMAP's; for t-SNE set perplexity instead.")
         limit = max_perplexity(n_points)
         if perplexity is None:
-            perplexity = min(DEFAULT_PERPLEXITY, round(limit, 1))
+            # rounded *down*: round(19.67, 1) = 19.7 would exceed the limit it came from and fail when reused
+            perplexity = min(DEFAULT_PERPLEXITY, math.floor(limit * 10) / 10)
         elif not 1 <= perplexity <= limit:
             raise ParameterError(
                 f"perplexity={perplexity:g} is impossible for {n_points} points: it must lie between 1 and "
-                f"(points - 1) / 3 = {limit:.1f}. Pass a smaller perplexity, or leave it unset to get "
-                f"min({DEFAULT_PERPLEXITY:g}, {limit:.1f})."
+                f"(points - 1) / 3 = {limit:.2f}. Pass a smaller perplexity, or leave it unset to get "
+                f"min({DEFAULT_PERPLEXITY:g}, {math.floor(limit * 10) / 10:g})."
             )
         return ProjectionSettings(method="tsne", n_components=n_components, seed=seed, metric=metric,
                                   perplexity=float(perplexity), pca_dims=pca_dims)
