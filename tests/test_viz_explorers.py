@@ -126,4 +126,4 @@ def test_explorer_input_errors():
         EmbeddingExplorer(X, color=labels[:10])
     with pytest.raises(ParameterError, match="methods"):
         EmbeddingExplorer(X, methods=("mds",))
-    assert EmbeddingExplorer(X, perplexities=(50,)).perplexities == [9.7]  # none fits: the largest allowed
+    assert EmbeddingExplorer(X, perplexities=(50,)).perplexities == [9.6]  # none fits: the largest allowed (29/3, rounded down)

@@ -113,6 +113,10 @@ def test_defaults_adapt_to_the_input():
     sixty = resolve_settings(60, 4096, "tsne")
     assert sixty.perplexity == pytest.approx(19.6)
     assert resolve_settings(60, 4096, "tsne", perplexity=sixty.perplexity).perplexity == sixty.perplexity
+    from workbench.viz import EmbeddingExplorer
+
+    explorer = EmbeddingExplorer(np.random.default_rng(0).normal(size=(60, 8)), perplexities=[30])
+    assert explorer.perplexities == [19.6]  # 30 is impossible for 60 points: the default, valid when reused
     assert resolve_settings(1000, 64, "umap").label == "UMAP (15 neighbours, min_dist 0.1)"
 
 

@@ -36,6 +36,7 @@ from workbench.viz.projection import (
     METHOD_NAMES,
     METHODS,
     as_matrix,
+    default_perplexity,
     max_perplexity,
     project,
 )
@@ -120,7 +121,7 @@ class EmbeddingExplorer:
         self.methods = list(methods)
         limit = max_perplexity(self.n)
         self.perplexities = sorted({float(p) for p in perplexities if 1 <= p <= limit}) or [
-            min(DEFAULT_PERPLEXITY, round(limit, 1))]
+            default_perplexity(self.n)]
         self.n_neighbors = sorted({int(k) for k in n_neighbors if 2 <= k <= self.n - 1}) or [
             min(DEFAULT_N_NEIGHBORS, self.n - 1)]
         self.min_dist, self.seed = min_dist, seed

@@ -89,6 +89,12 @@ def max_perplexity(n_points: int) -> float:
     return (n_points - 1) / 3
 
 
+def default_perplexity(n_points: int) -> float:
+    """The default t-SNE perplexity for ``n_points``: 30, or the largest valid value to one decimal *below* the
+    limit (round(19.67, 1) = 19.7 would exceed the limit it came from and be refused when passed back in)."""
+    return min(DEFAULT_PERPLEXITY, math.floor(max_perplexity(n_points) * 10) / 10)
+
+
 def resolve_settings(
     n_points: int,
     n_features: int,
@@ -152,13 +158,12 @@ def resolve_settings(
             raise ParameterError("n_neighbors and min_dist are UMAP's; for t-SNE set perplexity instead.")
         limit = max_perplexity(n_points)
         if perplexity is None:
-            # rounded *down*: round(19.67, 1) = 19.7 would exceed the limit it came from and fail when reused
-            perplexity = min(DEFAULT_PERPLEXITY, math.floor(limit * 10) / 10)
+            perplexity = default_perplexity(n_points)
         elif not 1 <= perplexity <= limit:
             raise ParameterError(
                 f"perplexity={perplexity:g} is impossible for {n_points} points: it must lie between 1 and "
                 f"(points - 1) / 3 = {limit:.2f}. Pass a smaller perplexity, or leave it unset to get "
-                f"min({DEFAULT_PERPLEXITY:g}, {math.floor(limit * 10) / 10:g})."
+                f"{default_perplexity(n_points):g}."
             )
         return ProjectionSettings(method="tsne", n_components=n_components, seed=seed, metric=metric,
                                   perplexity=float(perplexity), pca_dims=pca_dims)
