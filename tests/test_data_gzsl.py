@@ -205,3 +205,66 @@ def test_taskonomy_affinities():
     assert t.winrate_vs_task.shape == t.winrate_vs_pixels.shape == (counts["winrate_sources"], counts["winrate_targets"])
     assert np.allclose(t.winrate_vs_task.loc["self"], 0.5) and np.allclose(t.winrate_vs_pixels.loc["pixels"], 0.5)
     assert "rgb2depth" in t.targets and "random" in t.sources
+
+
+def test_taskonomy_values_are_the_shipped_files_cells_and_have_taskonomys_structure():
+    """Values, not only shapes: every cell equals the CSV read without pandas, and the matrices show what
+    Taskonomy measured (a task's own encoder serves it best; depth and mist are each other's closest; the
+    random encoder is among the worst sources)."""
+    import csv
+
+    from workbench.data.store import embedded_file
+
+    t = load_taskonomy_affinities()
+    manifest = load_manifest("taskonomy-affinities")
+    for table, name in ((t.affinity, "first_order_affinity.csv"), (t.winrate_vs_task, "first_order_winrate_vs_task.csv"),
+                        (t.winrate_vs_pixels, "first_order_winrate_vs_pixels.csv")):
+        with open(embedded_file(manifest, f"taskonomy/{name}"), newline="") as f:
+            rows = list(csv.reader(f))
+        assert list(table.columns) == rows[0][1:] and list(table.index) == [r[0] for r in rows[1:]]
+        assert np.array_equal(table.to_numpy(), np.array([[float(v) for v in r[1:]] for r in rows[1:]]))
+        assert ((table.to_numpy() >= 0) & (table.to_numpy() <= 1)).all()  # AHP affinities and win rates are in [0, 1]
+    a = t.affinity
+    tasks = a.drop(index=["self", "random"])
+    assert int((a.loc["self"] >= tasks.max()).sum()) == 17  # of 22 targets, the target's own network is best
+    own_best = [target for target in a.columns if tasks[target].idxmax() == target]
+    assert len(own_best) == 16  # of 22 the task's own encoder is the best transferred one (rgb2depth, edge2d ...)
+    assert tasks["rgb2depth"].drop("rgb2depth").idxmax() == "rgb2mist"
+    assert tasks["rgb2mist"].drop("rgb2mist").idxmax() == "rgb2depth"
+    assert tasks["class_1000"].drop("class_1000").idxmax() == "class_selected"
+    random_rank = a.drop(index="self").rank(ascending=False).loc["random"]  # 1 = best of 26 sources
+    assert random_rank.median() >= 20
+
+
+# ---------------------------------------------------------------------------------------------------- splits
+
+
+def test_stratified_split_holds_out_the_rounded_fraction_of_every_class():
+    from workbench.data.sampling import stratified_split
+
+    labels = np.repeat(np.arange(4), [10, 7, 3, 1])  # uneven classes, one singleton
+    indices = np.arange(len(labels))[::-1].copy()  # any order in, sorted out
+    kept, held = stratified_split(indices, labels, 0.3, seed=0)
+    assert np.array_equal(np.sort(np.concatenate([kept, held])), np.arange(len(labels)))  # a partition
+    assert np.intersect1d(kept, held).size == 0
+    assert list(np.bincount(labels[held], minlength=4)) == [3, 2, 1, 0]  # round(0.3 n): 3, 2.1, 0.9, 0.3
+    assert np.all(np.diff(kept) > 0) and np.all(np.diff(held) > 0)
+    again = stratified_split(indices, labels, 0.3, seed=0)
+    other = stratified_split(indices, labels, 0.3, seed=1)
+    assert np.array_equal(again[1], held) and not np.array_equal(other[1], held)
+    sub = np.flatnonzero(labels != 0)  # only the given indices are split
+    k2, h2 = stratified_split(sub, labels, 0.5, seed=0)
+    assert set(k2) | set(h2) == set(sub)
+
+
+def test_validation_split_makes_the_val_classes_pseudo_unseen_and_holds_out_part_of_the_rest():
+    from workbench.data.sampling import validation_split
+
+    labels = np.repeat(np.arange(6), 10)
+    trainval = np.flatnonzero(labels < 5)  # class 5 plays a test-unseen class: never in either part
+    train_idx, val_idx = validation_split(labels, trainval, val_classes=np.array([3, 4]), seen_fraction=0.2, seed=0)
+    assert np.intersect1d(train_idx, val_idx).size == 0
+    assert np.array_equal(np.sort(np.concatenate([train_idx, val_idx])), trainval)
+    assert not np.isin(labels[train_idx], [3, 4]).any()  # pseudo-unseen classes have no training image
+    assert np.isin(np.flatnonzero(np.isin(labels, [3, 4])), val_idx).all()  # ... and all their images validate
+    assert list(np.bincount(labels[val_idx], minlength=6)) == [2, 2, 2, 10, 10, 0]  # 20% of each other class

@@ -128,6 +128,10 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path, five_way):
     with torch.no_grad():
         assert torch.allclose(model.episode_logits(episode), loaded.episode_logits(episode), atol=1e-6)
     assert loaded.meta["command"] == "test" and loaded.config.channels == 4
+    public = ht.load_hypertransformer(path)  # the documented loader: the same model, in eval mode
+    assert isinstance(public, HyperTransformer) and not public.training
+    with torch.no_grad():
+        assert torch.allclose(model.episode_logits(episode), public.episode_logits(episode), atol=1e-6)
     with pytest.raises(DataError, match="does not fit HyperTransformer.*shape mismatches"):
         load_model(path, config=HyperTransformerConfig(n_way=5, channels=8))
     path.write_bytes(path.read_bytes()[:-10])
@@ -186,6 +190,25 @@ def test_user_mistakes_are_parameter_errors(five_way):
         HyperTransformer(n_way=3).generate(five_way["train"].episode(0))
     with pytest.raises(ParameterError, match="profile"):
         ht.train_checkpoint(profile="huge")
+
+
+def test_default_batch_bn_mode_normalises_each_query_batch_by_its_own_statistics(five_way):
+    """The official (default) BN: the query batch is normalised with its *own* statistics. So a query batch at
+    3x the contrast gets the same logits (conv then BN removes a positive per-batch scale), and a query's logits
+    depend on the other queries beside it (transductive). ``"support"`` mode has neither property."""
+    batch = HyperTransformer(n_way=5, channels=4, seed=1).eval()
+    assert batch.config.bn_mode == "batch"
+    episode = five_way["test"].episode(0)
+    q = episode.query_x
+    with torch.no_grad():
+        w = batch.generate(episode)
+        full = batch.classify(w, q)
+        assert torch.allclose(batch.classify(w, 3 * q), full, atol=1e-3 * float(full.abs().max()))
+        assert not torch.allclose(batch.classify(w, q[:2])[:1], full[:1], atol=1e-3 * float(full.abs().max()))
+        support = HyperTransformer(n_way=5, channels=4, seed=1, bn_mode="support").eval()
+        ws = support.generate(episode)
+        plain = support.classify(ws, q)
+        assert not torch.allclose(support.classify(ws, 3 * q), plain, atol=1e-3 * float(plain.abs().max()))
 
 
 def test_support_bn_mode_is_not_transductive(five_way):

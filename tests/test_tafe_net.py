@@ -16,7 +16,8 @@ from workbench.data.digits import STYLES, apply_style
 from workbench.errors import ParameterError, TrainingError
 from workbench.methods.gzsl_data import resolve_gzsl_dataset
 from workbench.methods.tafe_net import (FactorizedConv2d, FactorizedLinear, PredictionNetwork, TAFENet, TAFENetConfig,
-                                        embedding_loss, hinged_cosine, joint_space_alignment, signature_points)
+                                        compare_models, embedding_loss, hinged_cosine, joint_space_alignment,
+                                        signature_points)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -152,6 +153,20 @@ def test_same_seed_same_model(digits):
     a = TAFENet(tiny()).fit(digits).scores(digits.features[:20])
     b = TAFENet(tiny()).fit(digits).scores(digits.features[:20])
     np.testing.assert_array_equal(a, b)
+
+
+def test_compare_models_trains_each_setting_and_seed_as_a_direct_fit_would(digits):
+    settings = {"TAFE-Net": {}, "no embedding loss": {"beta": 0.0}, "non-task-aware": {"task_aware": False}}
+    table = compare_models(digits, settings, seeds=(0, 1), config=tiny(epochs=2))
+    assert list(table["model"]) == ["TAFE-Net"] * 2 + ["no embedding loss"] * 2 + ["non-task-aware"] * 2
+    assert list(table["seed"]) == [0, 1] * 3
+    assert {"S", "U", "H", "ZSL", "epochs", "seconds"} <= set(table.columns)
+    for row in table.itertuples():  # every row is what fitting that setting at that seed by hand scores
+        direct = TAFENet(tiny(epochs=2), **settings[row.model], seed=row.seed).fit(digits).evaluate(digits).as_percent()
+        assert (row.S, row.U, row.H, row.ZSL) == pytest.approx((direct["S"], direct["U"], direct["H"], direct["ZSL"]))
+    # the settings really differ: the rows of one seed are not all the same model
+    first_seed = table[table.seed == 0]
+    assert first_seed[["S", "U"]].drop_duplicates().shape[0] > 1
 
 
 # --------------------------------------------------------------------------------------------- protocol

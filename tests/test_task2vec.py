@@ -130,11 +130,27 @@ def test_torchvision_format_state_dict_loads_with_weights_only(tmp_path):
         imagenet_probe(18, tmp_path / "resnet18-00000000.pth")
 
 
+def test_shipped_probes_recorded_held_out_accuracy_is_what_it_measures():
+    """Re-score the shipped probe on the images it never trained on (drawers 15-19 of the 964 background
+    characters) instead of trusting the number in its card."""
+    from workbench.data import load_omniglot
+    from workbench.models.omniglot_probe import TRAIN_DRAWERS, _accuracy
+
+    probe = t2v.load_probe()
+    o = load_omniglot(28)
+    background = np.flatnonzero(o.characters["set"].to_numpy() == "background")
+    held_out = o.by_class()[background][:, TRAIN_DRAWERS:]
+    x = torch.from_numpy(held_out.reshape(-1, 1, 28, 28).copy())
+    y = torch.arange(len(background)).repeat_interleave(held_out.shape[1])
+    measured = _accuracy(probe, x, y)
+    assert measured > 0.7  # far above the 1/964 of chance
+    assert measured == pytest.approx(probe.meta["metrics"]["heldout_accuracy"], abs=2e-3)  # 4,820 images: ~10 of them
+
+
 def test_shipped_probe_loads_and_tampering_or_wrong_shapes_are_refused(tmp_path):
     from workbench.models.omniglot_probe import weights_sha256
 
     probe = t2v.load_probe()
-    assert probe.meta["metrics"]["heldout_accuracy"] > 0.7
     assert probe.config.num_classes == 964 and len(probe.layers) == 11
     # `workbench train task2vec-probe --profile full` reproduces these exact weights (checked on this machine)
     assert probe.meta["weights_sha256"] == weights_sha256(probe.state_dict())
@@ -424,6 +440,91 @@ def test_distances_follow_the_official_formulas():
         assert np.allclose(D, expected, rtol=1e-6, atol=1e-9), metric  # the 1e-8 in h0+h1+1e-8 is not symmetric
     with pytest.raises(ParameterError, match="unknown distance"):
         distance(e0, e1, "euclid")
+
+
+def gaussian_kl_by_quadrature(var_p: float, var_q: float) -> float:
+    """KL(N(0, var_p) || N(0, var_q)) by numerical integration: no closed form involved."""
+    from scipy import integrate, stats
+
+    p, q = stats.norm(0, np.sqrt(var_p)), stats.norm(0, np.sqrt(var_q))
+    bound = 12 * np.sqrt(max(var_p, var_q))
+    return integrate.quad(lambda x: p.pdf(x) * (p.logpdf(x) - q.logpdf(x)), -bound, bound, limit=200)[0]
+
+
+def test_jsd_complexity_and_cross_distances_by_hand():
+    e0, e1 = random_embeddings(2, d=6, seed=3)
+    v0, v1 = 1 / e0.hessian, 1 / e1.hessian
+    # jsd: per filter, the mean KL of each Gaussian posterior to the one with the average variance, averaged
+    by_hand = np.mean([0.5 * (gaussian_kl_by_quadrature(a, (a + b) / 2) + gaussian_kl_by_quadrature(b, (a + b) / 2))
+                       for a, b in zip(v0, v1)])
+    assert t2v.jsd(e0, e1) == pytest.approx(by_hand, rel=1e-6)
+    assert t2v.jsd(e1, e0) == pytest.approx(t2v.jsd(e0, e1)) and t2v.jsd(e0, e0) == pytest.approx(0, abs=1e-12)
+    # the KL distance, one filter at a time, by quadrature too
+    kl = [max(gaussian_kl_by_quadrature(a, b), gaussian_kl_by_quadrature(b, a)) for a, b in zip(v0, v1)]
+    assert distance(e0, e1, "kl") == pytest.approx(sum(kl), rel=1e-6)
+    # complexity = d(e, t0), t0 = the prior (hessian = scale); the prior itself has complexity 0
+    t0 = t2v.trivial_embedding(e0)
+    s = e0.hessian + e0.scale + 1e-8
+    assert t2v.complexity(e0) == pytest.approx(sp_distance.cosine(e0.hessian / s, e0.scale / s))
+    assert t2v.complexity(t0) == pytest.approx(0, abs=1e-12)
+    # a task with a sharper posterior (larger Fisher) is farther from the prior: more complex
+    sharper = Embedding(e0.hessian * 50, e0.scale, dict(e0.meta))
+    assert t2v.complexity(sharper) > t2v.complexity(e0)
+    # cross distances: every entry is the pairwise distance; sources = targets gives the symmetric matrix
+    src, tgt = random_embeddings(3, seed=4), random_embeddings(2, seed=5)
+    for metric in ("cosine", "asymmetric_kl", "jsd"):
+        C = t2v.cross_distance_matrix(src, tgt, metric)
+        assert C.shape == (3, 2)
+        assert np.allclose(C, [[distance(a, b, metric) for b in tgt] for a in src])
+    assert np.allclose(t2v.cross_distance_matrix(src, src), distance_matrix(src), atol=1e-12)
+    with pytest.raises(ParameterError, match="unknown distance"):
+        t2v.cross_distance_matrix(src, tgt, "euclid")
+
+
+class FlatFeatures(torch.nn.Module):
+    """A 'probe' whose features are the raw pixels (``layers[:-1]`` = flatten): its task accuracy is plain
+    logistic regression on pixels, so the answer is known."""
+
+    def __init__(self, pixels: int, classes: int) -> None:
+        super().__init__()
+        self.flat, self.fc = torch.nn.Flatten(), torch.nn.Linear(pixels, classes)
+        self.layers = [self.flat, self.fc]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flat(x))
+
+
+def test_task_accuracy_is_high_on_a_separable_task_and_chance_on_random_labels():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(300) % 3
+    images = torch.randn(300, 6, 6, generator=g) * 0.3
+    images[torch.arange(300), labels, labels] += 3.0  # class c lights pixel (c, c)
+    model = FlatFeatures(36, 3)
+    assert t2v.task_accuracy(model, (images, labels)) > 0.95
+    shuffled = labels[torch.randperm(300, generator=g)]
+    assert t2v.task_accuracy(model, (images, shuffled)) < 0.55  # chance is 1/3; 75 test images
+
+
+def test_expert_study_scores_each_expert_as_the_plain_path_does():
+    """The study runs the probe's frozen layers once per target and reuses them for every expert; each entry
+    must equal fine-tuning that expert alone and scoring it end to end with ``task_accuracy``."""
+    probe = tiny_probe()
+    sources = {"s0": tiny_task(60, 3, seed=1), "s1": tiny_task(60, 3, seed=2)}
+    targets = {"t0": tiny_task(60, 3, seed=3), "t1": tiny_task(60, 3, seed=4)}
+    embedder = Task2Vec(probe, **FAST)
+    opts = dict(fine_tune_steps=15, from_layer=6, reinit=True, lr=3e-3)
+    study = t2v.expert_study(probe, sources, targets, embedder, test_fraction=0.5, seed=0, **opts)
+    assert study.experts == ["s0", "s1"] and study.targets == ["t0", "t1"]
+    for i, source in enumerate(sources.values()):
+        expert = t2v.fine_tune(probe, source, from_layer=6, steps=15, reinit=True, lr=3e-3, seed=0)
+        for j, target in enumerate(targets.values()):
+            assert study.accuracy[i, j] == pytest.approx(t2v.task_accuracy(expert, target, test_fraction=0.5, seed=0),
+                                                         abs=1e-6)
+    generic = [t2v.task_accuracy(probe, t, test_fraction=0.5, seed=0) for t in targets.values()]
+    assert np.allclose(study.generic_accuracy, generic)
+    assert np.allclose(study.d_sym, t2v.cross_distance_matrix(study.source_embeddings, study.target_embeddings))
+    assert np.allclose(study.complexity, [t2v.complexity(e) for e in study.source_embeddings])
+    assert np.allclose(study.scores(0.15), study.d_sym - 0.15 * study.complexity[:, None])
 
 
 def test_embeddings_from_different_estimators_are_not_mixed():
