@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make report   # .venv + every notebook → reports/index.html (profile=$(PROFILE))"
 	@echo "make test     # .venv with test extras + the test suite"
-	@echo "make notebooks        # rebuild notebooks authored in notebooks/_build/*.py"
+	@echo "make notebooks        # sync each notebooks/*.ipynb with its paired percent-format .py (jupytext)"
 	@echo "make clean-notebooks  # strip outputs from notebooks/*.ipynb before committing"
 
 $(BIN)/python:
@@ -52,8 +52,10 @@ test: setup-test
 	@echo "==> running the test suite (pytest)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-notebooks: setup
-	@for f in notebooks/_build/[0-9a-z]*.py; do $(BIN)/python $$f || exit 1; done
+# Each notebook is paired with a jupytext percent-format .py (edit either, in JupyterLab or an editor); --sync
+# updates whichever of the two is older, so an edit in one reaches the other.
+notebooks: setup-test
+	$(BIN)/jupytext --sync notebooks/*.ipynb
 
 clean-notebooks: setup
 	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb

@@ -10,6 +10,15 @@
 # Run a cell with Shift+Enter. After each exercise, run its `grader.check(...)` cell: it runs the public checks
 # on your code, offline, in a second. More (hidden) checks are run when your notebook is graded.
 
+# %% tags=["parameters"]
+profile = "default"  # [smoke|default|full] the lessons are small: every profile runs the same exercises
+seed = 0  # random seed (numpy, torch, random) for everything random in this lesson
+
+# %%
+import workbench.notebook
+
+S = workbench.notebook.setup(profile, seed)
+
 # %%
 import numpy as np
 import torch

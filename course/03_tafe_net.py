@@ -9,6 +9,15 @@
 #
 # After each exercise run its `grader.check(...)` cell (public checks, offline); hidden checks run at grading.
 
+# %% tags=["parameters"]
+profile = "default"  # [smoke|default|full] the lessons are small: every profile runs the same exercises
+seed = 0  # random seed (numpy, torch, random) for everything random in this lesson
+
+# %%
+import workbench.notebook
+
+S = workbench.notebook.setup(profile, seed)
+
 # %%
 import torch
 

@@ -203,3 +203,23 @@ def main_with_course(course: Path, argv: list[str]) -> int:
             del os.environ["WORKBENCH_COURSE"]
         else:
             os.environ["WORKBENCH_COURSE"] = old
+
+
+@pytest.mark.slow
+def test_solutions_run_in_the_smoke_profile_and_render_as_reports(built, tmp_path):
+    """Every lesson follows the notebook contract (one `parameters` cell with profile and seed), so its solution
+    runs through `workbench report` like any notebook: one offline HTML report per lesson, every public check
+    passing in the executed notebook."""
+    from workbench.reports import run_reports
+
+    solutions = [str(built[name].solution) for name in LESSONS]
+    results = run_reports(solutions, profile="smoke", output_dir=tmp_path, progress_bar=False)
+    assert [r.status for r in results] == ["ok"] * len(LESSONS), [(r.name, r.error[-300:]) for r in results]
+    for name in LESSONS:
+        assert (tmp_path / f"{name}.html").exists()
+        executed = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+        checks = [c for c in executed.cells if c.cell_type == "code" and c.source.startswith("grader.check(")]
+        assert len(checks) == len(built[name].points)
+        for cell in checks:
+            shown = "".join(str(o.get("data", {}).get("text/plain", o.get("text", ""))) for o in cell.outputs)
+            assert "All test cases passed" in shown, f"{name} {cell.source}: {shown[:300]}"

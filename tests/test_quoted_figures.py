@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 #: "97.3 ± 1.0", "81.5 ± 0.5%": a mean and its spread (std over seeds or a 95% CI), as the reports print them.
 FIGURE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?) ± (\d+(?:\.\d+)?)")
-QUOTING = sorted([REPO / "README.md", *(REPO / "notebooks" / "_build").glob("*.py"),
+QUOTING = sorted([REPO / "README.md", *(REPO / "notebooks").glob("*.py"),
                   *(REPO / "workbench" / "methods").glob("*.py")])
 
 
