@@ -13,6 +13,9 @@ PROFILE ?= default
 # `make report WORKERS=2`: render that many notebooks at once (a local Dask cluster; see README, Sweeps).
 WORKERS ?=
 PYTEST_ARGS ?=
+# `make test` runs the tests in this many processes (pytest-xdist), whole test files to a process so that a
+# file's module-scoped fixtures are built once: 2 = the CI machine's cores. TEST_WORKERS=0 runs them in-process.
+TEST_WORKERS ?= 2
 
 .PHONY: help setup setup-test report test notebooks clean-notebooks clean-reports benchmarks
 
@@ -50,7 +53,7 @@ report: setup
 
 test: setup-test
 	@echo "==> running the test suite (pytest)"
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,) $(PYTEST_ARGS)
 
 # Each notebook is paired with a jupytext percent-format .py (edit either, in JupyterLab or an editor); --sync
 # updates whichever of the two is older, so an edit in one reaches the other.

@@ -89,10 +89,16 @@ def drag_many(page, plot: str, repeats: int, view: str, n: int, timeout_s: float
             ms, _ = timed_drag(page, plot, panel, 1 - panel, box, timeout_s=timeout_s)
             page.wait_for_timeout(300)  # let the page settle: each drag starts from a quiet page
             shown = selected_points(page, plot)[1 - panel]
+            # where the time went, as the page's own script measured it (None for the live view, whose script
+            # runs in the widget's page): release -> our handler (plotly's own select on the dragged map),
+            # handler -> every map restyled, restyled -> status/strip/summary drawn and the next frame painted
+            phase = page.evaluate("(id) => { const s = window.workbenchLinked && window.workbenchLinked[id];"
+                                  " return s && s.phases.length ? s.phases[s.phases.length - 1] : null; }", plot)
+            phases = {k: round(v, 1) for k, v in phase.items()} if phase else None
             rows.append({"view": view, "points": n, "box": name, "from_map": panel, "ms": round(ms, 1),
-                         "selected": len(shown or []), "load_1min": round(load, 2)})
+                         "selected": len(shown or []), "load_1min": round(load, 2), "phases_ms": phases})
             print(f"  {view:7s} {n:6d} points  {name:6s} box in map {panel + 1}: {ms:7.1f} ms "
-                  f"({len(shown or [])} selected, load {load:.1f})", flush=True)
+                  f"({len(shown or [])} selected, load {load:.1f}) {phases or ''}", flush=True)
     return rows
 
 
@@ -160,6 +166,9 @@ def summarise(rows: list[dict]) -> list[dict]:
                     "p90_ms": round(float(np.percentile(ms, 90)), 1), "max_ms": round(max(ms), 1),
                     "under_target": sum(m < TARGET_MS for m in ms),
                     "load_1min": [round(min(loads), 2), round(max(loads), 2)]})
+        phases = [r["phases_ms"] for r in rows if r["view"] == view and r["points"] == n and r.get("phases_ms")]
+        if phases:  # median per phase (the offline page only)
+            out[-1]["median_phases_ms"] = {k: round(statistics.median(p[k] for p in phases), 1) for k in phases[0]}
     return out
 
 
@@ -185,6 +194,22 @@ def markdown(info: dict, settings: dict, summary: list[dict]) -> str:
                      f"{s['load_1min'][0]}–{s['load_1min'][1]} |")
     lines += ["", "offline: the standalone HTML page (what reports embed), plotly's selection event and the "
               "embedded script; live: JupyterLab, the selection goes through the Python kernel and back.", ""]
+    phased = [s for s in summary if s.get("median_phases_ms")]
+    if phased:
+        lines += ["Where the time goes on the offline page (median ms per phase, measured by the page's own script): "
+                  "*to handler* = mouse release until the selection event reaches our script (plotly's own selection "
+                  "of the dragged map); *restyle* = every map restyled; *summary* = status, thumbnail strip and "
+                  "spread summary written; *to paint* = until the second animation frame after that, i.e. the "
+                  "browser drawing the maps (software WebGL / SVG rendering here: there is no GPU).", "",
+                  "| points per map | trace | to handler | restyle | summary | to paint | our script's share |",
+                  "|---:|---|---:|---:|---:|---:|---:|"]
+        for s in phased:
+            p = s["median_phases_ms"]
+            ours = p["restyle"] + p.get("summary", 0.0)
+            total = sum(p.values())
+            lines.append(f"| {s['points']:,} | {s['trace']} | {p['toHandler']} | {p['restyle']} | "
+                         f"{p.get('summary', '–')} | {p['toPaint']} | {100 * ours / total:.0f}% |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -3,8 +3,10 @@ training protocol (no double sigmoid, validation-only epoch selection) and zero-
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,11 +200,24 @@ def test_evaluate_reports_whole_split_per_class_accuracy(digits):
     assert scores.H == pytest.approx(2 * scores.S * scores.U / (scores.S + scores.U) if scores.S + scores.U else 0)
 
 
+BENCHMARK_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "tafe_net.json"
+BENCHMARK_NAMES = {True: "TAFE-Net", False: "non-task-aware (late fusion)"}
+
+
+def benchmark_row(seed: int, aware: bool) -> dict:
+    rows = json.loads(BENCHMARK_RESULTS.read_text())["rows"]
+    return next(r for r in rows if r["dataset"] == "digit-styles" and r["seed"] == seed
+                and r["model"] == BENCHMARK_NAMES[aware])
+
+
 @pytest.mark.slow
 def test_zero_shot_composition_beats_chance_and_the_non_task_aware_baseline_over_seeds():
     """digit-styles (real digits-7seg images in four styles): unseen (digit, style) pairs, the benchmark's first
-    two seeds and its settings (``TAFENetConfig.small``), **both** models' epochs chosen on validation the same
-    way, up to 60 epochs (the baseline needs 37-59: the suite's time budget allows two of the five seeds).
+    two seeds and its settings (``TAFENetConfig.small``). **Both** models train for the epoch count the
+    validation split chose for them in ``benchmarks/bench_tafe_net.py`` (TAFE-Net 12-15, the baseline 37-47: the
+    same selection, whose 60-epoch validation pass is not repeated here; retraining for the chosen count is exactly
+    what ``select_epoch=True`` does after it). So the test re-measures the benchmark's two rows per seed, and a
+    change that moves them fails it.
 
     What holds at every seed (benchmarks/results/tafe_net.md) is asserted at every seed: TAFE-Net recognises unseen
     pairs at more than twice chance and fits the seen classes far better than the same-size non-task-aware model
@@ -211,9 +226,17 @@ def test_zero_shot_composition_beats_chance_and_the_non_task_aware_baseline_over
     chance, zsl = 1 / 10, {True: [], False: []}
     for seed in range(2):
         data = load_digit_styles(seed=seed)
-        scores = {aware: TAFENet(TAFENetConfig.small(seed=seed, num_threads=1, task_aware=aware)).fit(data)
-                  .evaluate(data) for aware in (True, False)}
-        print(f"seed {seed}: TAFE-Net {scores[True].as_percent()}  non-task-aware {scores[False].as_percent()}")
+        scores = {}
+        for aware in (True, False):
+            recorded = benchmark_row(seed, aware)
+            cfg = TAFENetConfig.small(seed=seed, num_threads=1, task_aware=aware, select_epoch=False,
+                                      epochs=recorded["epochs"])
+            scores[aware] = TAFENet(cfg).fit(data).evaluate(data)
+            measured = scores[aware].as_percent()
+            print(f"seed {seed} {BENCHMARK_NAMES[aware]} ({recorded['epochs']} epochs): {measured}, benchmark "
+                  f"{ {k: recorded[k] for k in ('S', 'U', 'H', 'ZSL')} }")
+            for key in ("S", "ZSL"):  # the benchmark's row, re-measured (1 point: float summation order)
+                assert measured[key] == pytest.approx(recorded[key], abs=1.0), (seed, aware, key)
         tafe, base = scores[True], scores[False]
         assert tafe.ZSL > 2 * chance and tafe.S > base.S + 0.1 and tafe.H > base.H, (seed, tafe, base)
         for aware in zsl:

@@ -249,10 +249,12 @@ function highlight(selected, started) {  // selected: item indices, or null to c
   return done.then(function () {
     var restyled = performance.now();
     render(items, local);
+    var rendered = performance.now();
     requestAnimationFrame(function () { requestAnimationFrame(function () {
       var painted = performance.now();
       state.timings.push(painted - started);
-      state.phases.push({toHandler: handled - started, restyle: restyled - handled, toPaint: painted - restyled});
+      state.phases.push({toHandler: handled - started, restyle: restyled - handled, summary: rendered - restyled,
+                         toPaint: painted - rendered});
     }); });
   });
 }
