@@ -1,33 +1,38 @@
-"""TTNet: zero-shot error against the baselines for each held-out task, with wall times.
+"""TTNet on a 32-task family: zero-shot error against the baselines, and the slides' source-count table.
 
-    python benchmarks/bench_ttnet.py            # full run, seeds 0-4 (~25 min on one busy core), writes benchmarks/results/ttnet.{json,md}
-    python benchmarks/bench_ttnet.py --quick    # one seed at a small size, prints only (add --save to write)
+    python benchmarks/bench_ttnet.py                      # seeds 0-2: validation of F's variants, then every seed
+    python benchmarks/bench_ttnet.py --stage prepare      # only train and cache the task models and the affinity
+    python benchmarks/bench_ttnet.py --stage report       # write benchmarks/results/ttnet.{json,md} from the cache
+    python benchmarks/bench_ttnet.py --quick              # the 10-task family at a small size; prints only
 
-**Data.** Real Omniglot characters as ink maps; the 10-task family of ``workbench.methods.ttnet.DEFAULT_TASKS``,
-zero-shot tasks ``denoising, edges, distance`` (chosen before any TTNet run: each has a known task at the top
-correlation level in the measured affinity). Sizes are ``TaskFamilyConfig()``'s defaults: 1,024 training
-images in 8 subsets, 256 validation and 512 test images (evaluation alphabets), 400 steps per task model.
+Every stage caches its result under ``$TTNET_CACHE`` (default /tmp/ttnet_cache; the task models with
+``torch.save``, read back with ``weights_only=True``): a killed run resumes where it stopped.
 
-**Zero-shot.** For each seed (images, θ_0, crowd, meta learner all change), ``run_experiment`` trains every
-model, measures the affinity, simulates 30 annotators and aggregates Γ with Dawid-Skene, fits TTNet (default
-``TTNetConfig``) and scores every method per test image: mean squared error and TTNet's win rate (share of test
-images with a lower error) against each baseline.
+**Data.** Real Omniglot characters as ink maps; the 32-task family of ``workbench.methods.ttnet_tasks.FAMILY``,
+zero-shot tasks ``denoising, blur-mid, dilation-wide, shift-up, distance`` (fixed by a rule before any model of the
+family was trained; see that module). Sizes are ``TaskFamilyConfig()``'s defaults: 1,024 training images in 4
+subsets, 256 validation and 512 test images (evaluation alphabets), 400 steps per task model: 140 models per seed.
 
-**Held out from F, among the known tasks.** ``validate_on_known`` leaves each known task out of TTNet's
-training in turn and regresses it from Γ: seven more held-out tasks per seed (scored on test images here; the
-settings were chosen on validation images, see the module docstring).
+**Variants of F** (first seed only): each variant in ``VARIANTS`` is fitted with groups of known tasks held out of
+F and scored on their *validation* images; the default ``TTNetConfig`` was chosen from this table, before the
+zero-shot experiments ran.
 
-**Source count.** The slides' table for seed 0: TTNets trained on random sets of 2, 4 and 7 known tasks; win
-rate against the Γ-weighted average on each zero-shot task.
+**Zero-shot.** Per seed (images, θ_0, crowd, meta learner all change): TTNet with every known task as a source,
+against the oracle, small data, most correlated, Γ-weighted average, the best single source (picked with labels)
+and TTNet_LS vs small data; the label-fitted mixture as a diagnostic.
 
-**Speed.** One training step of 66 encoder-decoders (batches of 32, forward + backward + Adam) with
-``torch.vmap``, as one grouped convolution, and as a Python loop; then each pipeline stage's wall time. One torch
-thread throughout (the machines are shared: the load average is recorded).
+**Source count.** The slides' table: for 4, 6, 10, 15 and 20 sources, ``PER_SIZE`` random source sets per seed, a
+TTNet trained on each set alone; win rate (share of test images with a lower error) against the Γ-weighted average
+of the same sources and against the best single source, per zero-shot task.
+
+One torch thread throughout (the machines are shared: the load average is recorded, and wall times include
+waiting for the CPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -39,10 +44,27 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from workbench.train import History
+
 from machine import machine_info, save_results  # benchmarks/machine.py
 from workbench.methods.ttnet import (
     LAYOUT,
     METHODS,
+    SMALL_TASKS,
+    SMALL_ZERO_SHOT,
+    Affinity,
+    Experiment,
+    TaskModels,
+    TTNet,
+    best_single_source,
+    evaluate_zero_shot,
+    source_count_runs,
+    validation_groups,
+    win_rate,
+    crowd_gamma,
+    make_task_data,
+    measure_affinity,
+    train_task_models,
     TaskFamilyConfig,
     TTNetConfig,
     forward,
@@ -50,8 +72,6 @@ from workbench.methods.ttnet import (
     forward_many,
     initial_parameters,
     per_image_loss,
-    run_experiment,
-    source_count_table,
     validate_on_known,
 )
 
@@ -119,61 +139,169 @@ def speed(models: int = 66, batch: int = 32, steps: int = 20) -> list[dict[str, 
 # ----------------------------------------------------------------------------------------------------------
 # Zero-shot and held-out results
 # ----------------------------------------------------------------------------------------------------------
-def one_seed(seed: int, family_kw: dict[str, Any], ttnet_kw: dict[str, Any], with_left_out: bool,
-             with_table: bool) -> dict[str, Any]:
+CACHE = Path(os.environ.get("TTNET_CACHE", "/tmp/ttnet_cache"))
+
+
+def prepare(seed: int, family_kw: dict[str, Any], cache: bool = False) -> Experiment:
+    """Data, task models, measured affinity and crowd Γ of one seed (the TTNet-free part of the pipeline).
+
+    With ``cache``, the task models and the affinity are saved to ``$TTNET_CACHE/seed<seed>.pt`` (default
+    /tmp/ttnet_cache) and loaded from there (``weights_only=True``) when the settings match: a long benchmark
+    can be resumed, and the meta-learner experiments rerun without retraining 140 models.
+    """
     family = TaskFamilyConfig(seed=seed, num_threads=1, **family_kw)
-    config = TTNetConfig(seed=seed, num_threads=1, **ttnet_kw)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    data = make_task_data(family)
+    seconds["data"] = time.perf_counter() - start
+    path = CACHE / f"seed{seed}{'-quick' if family_kw else ''}.pt"
+    key = json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in family.__dict__.items()
+                      if k not in ("num_threads", "crowd_mix")}, sort_keys=True, default=str)
+    stored = torch.load(path, weights_only=True) if cache and path.exists() else None
+    if stored is not None and stored["key"] == key:
+        models = TaskModels(list(data.tasks), list(family.known), stored["init"], stored["full"], stored["subsets"],
+                            History(), float(stored["models_s"]))
+        affinity = Affinity(list(data.tasks), stored["matrix"].numpy(), stored["losses"].numpy(), stored["scratch"],
+                            float(stored["affinity_s"]))
+    else:
+        models = train_task_models(data, family)
+        affinity = measure_affinity(data, models, family)
+        if cache:
+            CACHE.mkdir(parents=True, exist_ok=True)
+            torch.save({"key": key, "init": models.init, "full": models.full, "subsets": models.subsets,
+                        "models_s": models.seconds, "matrix": torch.from_numpy(affinity.matrix),
+                        "losses": torch.from_numpy(affinity.losses), "scratch": affinity.scratch,
+                        "affinity_s": affinity.seconds}, path)
+    seconds["task models"], seconds["affinity"] = models.seconds, affinity.seconds
+    start = time.perf_counter()
+    gamma = crowd_gamma(affinity.matrix, data.tasks, n_annotators=family.n_annotators, mix=family.crowd_mix,
+                        coverage=family.crowd_coverage, method=family.crowd_method, seed=family.seed)
+    seconds["crowd"] = time.perf_counter() - start
+    return Experiment(family, TTNetConfig(seed=seed, num_threads=1), data, models, affinity, gamma, None, None,
+                      seconds)
+
+
+SIZES = (4, 6, 10, 15, 20)  # the slides' source counts
+PER_SIZE = 1  # random source sets per size and seed (1: what the shared CPU allowed; 2 seeds give 2 sets per size)
+VARIANTS: dict[str, dict[str, Any]] = {  # F's variants compared on known tasks held out of F (validation images)
+    "prior, pooled residual": {"attention": "prior", "residual": "pooled"},
+    "prior, no residual": {"attention": "prior", "residual": "none"},
+    "branch (first version)": {"attention": "branch", "residual": "pooled"},
+    "prior + branch, pooled residual": {"attention": "prior+branch", "residual": "pooled"},
+}
+
+
+def cached_json(path: Path, compute):
+    """``compute()``'s JSON-able result, saved to ``path`` and read back on a rerun (the benchmark resumes)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, ensure_ascii=False))
+    return out
+
+
+def validate_variants(seed: int, family_kw: dict[str, Any], ttnet_kw: dict[str, Any], names: list[str],
+                      n_groups: int = 2, size: int = 5) -> list[dict[str, Any]]:
+    """Variants ``names`` of F on ``n_groups`` groups of ``size`` known tasks, each group held out of F together,
+    scored on *validation* images (never a zero-shot task, never a test image)."""
+    exp = prepare(seed, family_kw, cache=True)
+    groups = validation_groups(exp.family.known, n_groups, size, seed=seed)
+    rows = []
+    for name in names:
+        kw = VARIANTS[name]
+        config = TTNetConfig(seed=seed, num_threads=1, **{**ttnet_kw, **kw})
+        start = time.perf_counter()
+        table = validate_on_known(exp.models, exp.crowd, exp.data, config, split="val", held_out=groups)
+        seconds = time.perf_counter() - start
+        ratio = float(np.exp(np.mean(np.log(table["TTNet"] / table["Γ-weighted average"]))))
+        wins = int((table["TTNet"] < table["Γ-weighted average"]).sum())
+        print(f"seed {seed} variant {name:<34} error ratio vs Γ-avg {ratio:.3f}, below it on {wins} of "
+              f"{len(table)} ({seconds:.0f} s)", flush=True)
+        rows.append({"seed": seed, "variant": name, **kw, "ratio": ratio, "wins": wins, "n": len(table),
+                     "seconds": round(seconds, 1), "groups": groups,
+                     "tasks": json.loads(table.reset_index().to_json(orient="records", force_ascii=False))})
+    return rows
+
+
+def one_seed(seed: int, family_kw: dict[str, Any], ttnet_kw: dict[str, Any], sizes: tuple[int, ...],
+             per_size: int) -> dict[str, Any]:
     load_before = load()
     start = time.perf_counter()
-    exp = run_experiment(family, config)
+    exp = prepare(seed, family_kw, cache=True)
+    config = TTNetConfig(seed=seed, num_threads=1, **ttnet_kw)
+    ttnet = TTNet(config).fit(exp.models, exp.crowd, exp.data)
+    exp.seconds["TTNet"] = ttnet.seconds_
+    t0 = time.perf_counter()
+    result = evaluate_zero_shot(ttnet, exp.models, exp.affinity, exp.data, exp.family)
+    exp.seconds["evaluation"] = time.perf_counter() - t0
     wall = time.perf_counter() - start
-    result = exp.result
     zero_shot = []
     for task in result.tasks:
         errors = result.errors[task]
+        sources = ttnet.sources_for(task)
         row = {"seed": seed, "task": task, **{m: float(errors[m].mean()) for m in METHODS},
                "most correlated source": result.most_correlated[task]}
+        best, best_errors = best_single_source(exp.models, exp.data, sources, task)
+        row.update({"best single": float(best_errors.mean()), "best single source": best})
         # the room F has: the best per-tensor mixture of the same sources, fitted on the task's labels
-        theta, _ = fit_mixture(exp.models, exp.data, exp.ttnet.sources_for(task), task, seed=seed, num_threads=1)
+        theta, _ = fit_mixture(exp.models, exp.data, sources, task, seed=seed, num_threads=1)
         k = exp.data.index(task)
         row[MIXTURE] = float(per_image_loss(theta[None], exp.data.inputs["test"][k],
                                             exp.data.targets["test"][k]).mean())
-        row.update({f"TTNet win vs {b}": float(np.mean(errors["TTNet"] < errors[b])) for b in BASELINES})
-        row["TTNet_LS win vs small data"] = float(np.mean(errors["TTNet_LS"] < errors["small data"]))
+        row.update({f"TTNet win vs {b}": win_rate(errors["TTNet"], errors[b]) for b in BASELINES})
+        row["TTNet win vs best single"] = win_rate(errors["TTNet"], best_errors)
+        row["TTNet_LS win vs small data"] = win_rate(errors["TTNet_LS"], errors["small data"])
         zero_shot.append(row)
-        print(f"seed {seed} {task:<10} " + "  ".join(f"{m} {row[m]:.4f}" for m in (*METHODS, MIXTURE)), flush=True)
+        print(f"seed {seed} {task:<14} " + "  ".join(f"{m} {row[m]:.4f}" for m in (*METHODS, MIXTURE)), flush=True)
+    from workbench.crowd import recovery
+
     out: dict[str, Any] = {"seed": seed, "zero_shot": zero_shot, "wall_s": round(wall, 1), "load_before": load_before,
                            "stages_s": {k: round(v, 1) for k, v in exp.seconds.items()},
                            "n_models": int(exp.models.full.shape[0] + exp.models.subsets[:, :, 0].numel()),
-                           "crowd_spearman": None}
-    from workbench.crowd import recovery
-
-    out["crowd_spearman"] = round(recovery(exp.crowd.aggregate, exp.crowd.truth).spearman, 3)
-    if with_left_out:
-        start = time.perf_counter()
-        left = validate_on_known(exp.models, exp.crowd, exp.data, config, split="test")
-        out["left_out"] = [{"seed": seed, "task": t, **{k: float(v) for k, v in r.items()}}
-                           for t, r in left.iterrows()]
-        out["left_out_s"] = round(time.perf_counter() - start, 1)
-        for t, r in left.iterrows():
-            print(f"seed {seed} left out {t:<12} TTNet {r['TTNet']:.4f}  Γ-avg {r['Γ-weighted average']:.4f}", flush=True)
-    if with_table:
-        start = time.perf_counter()
-        table = source_count_table(exp, sizes=(2, 4, len(family.known)), per_size=2)
-        out["source_table"] = json.loads(table.to_json(orient="records", force_ascii=False))
-        out["source_table_s"] = round(time.perf_counter() - start, 1)
-        print(table.to_string(), flush=True)
+                           "crowd_spearman": round(recovery(exp.crowd.aggregate, exp.crowd.truth).spearman, 3),
+                           "affinity": exp.affinity.matrix.round(4).tolist(), "gamma": exp.crowd.gamma.tolist(),
+                           "tasks": list(exp.data.tasks)}
+    start = time.perf_counter()
+    runs = source_count_runs(dataclasses.replace(exp, config=config), sizes, per_size)
+    out["source_count"] = json.loads(runs.to_json(orient="records", force_ascii=False))
+    out["source_count_s"] = round(time.perf_counter() - start, 1)
+    summary = runs.groupby("sources")[["win vs Γ-avg", "win vs best single"]].mean().round(3)
+    print(f"seed {seed} source count:\n{summary.to_string()}", flush=True)
     return out
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------------------
-def markdown(info: dict, settings: dict, spd: list | None, runs: list[dict]) -> str:
+def source_count_summary(runs: list[dict]) -> list[dict[str, Any]]:
+    """Per number of sources: mean win rate (over sets, seeds and zero-shot tasks) vs the Γ-weighted average and
+    the best single source, and in how many (set, task, seed) cases TTNet's *mean* error is the lower."""
+    import pandas as pd
+
+    frame = pd.DataFrame([r for run in runs for r in run.get("source_count", [])])
+    if frame.empty:
+        return []
+    rows = []
+    for n, part in frame.groupby("sources"):
+        row = {"sources": int(n), "cases": len(part), "sets": int(part.groupby(["seed", "set"]).ngroups),
+               "win vs Γ-avg": float(part["win vs Γ-avg"].mean()),
+               "win vs best single": float(part["win vs best single"].mean()),
+               "below Γ-avg": int((part["TTNet"] < part["Γ-weighted average"]).sum()),
+               "below best single": int((part["TTNet"] < part["best single"]).sum()),
+               "seconds per fit": float(part.groupby(["seed", "set"])["seconds"].first().mean())}
+        for task, t in part.groupby("task", sort=False):
+            row[f"win vs Γ-avg {task}"] = float(t["win vs Γ-avg"].mean())
+        rows.append(row)
+    return rows
+
+
+def markdown(info: dict, settings: dict, spd: list | None, runs: list[dict], validation: list[dict]) -> str:
     lines = ["# TTNet benchmark", "",
              f"`benchmarks/bench_ttnet.py`, {info['date_utc']}. Machine: {info['cpus_usable']} usable CPUs "
              f"({info['cpu']}), torch {info['versions'].get('torch')}, Python {info['python']}, one torch thread. "
-             f"Load average at start: {info['load_average_at_start']} (a shared machine).", "",
+             f"Load average at start: {info['load_average_at_start']} (a shared machine: wall times include "
+             "waiting for the CPU).", "",
              f"Settings: {json.dumps(settings, ensure_ascii=False)}", ""]
     if spd:
         lines += ["## Training many small models at once", "",
@@ -182,61 +310,83 @@ def markdown(info: dict, settings: dict, spd: list | None, runs: list[dict]) -> 
         lines += [f"| {r['implementation']} | {r['models']} | {r['batch']} | {r['ms_per_step_median']} | "
                   f"{r['ms_per_model_step']} | {r['load']} |" for r in spd]
         lines.append("")
+    if validation:
+        lines += ["## Variants of F on known tasks held out of F (validation images)", "",
+                  "Groups of known tasks held out of F together (never a zero-shot task); error ratio = geometric "
+                  "mean over the held-out tasks of TTNet's validation MSE / the Γ-weighted average's (lower is "
+                  "better).", "", "| seed | variant | error ratio | below Γ-avg | fit time (all groups) |",
+                  "|---:|---|---:|---:|---:|"]
+        lines += [f"| {r['seed']} | {r['variant']} | {r['ratio']:.3f} | {r['wins']} of {r['n']} | {r['seconds']} s |"
+                  for r in validation]
+        lines += ["", "Held-out groups: " + "; ".join(", ".join(g) for g in validation[0]["groups"]) + ".", ""]
     if runs:
-        lines += ["## Zero-shot tasks: test mean squared error per method", "",
+        summary = source_count_summary(runs)
+        if summary:
+            tasks = [k[len("win vs Γ-avg "):] for k in summary[0] if k.startswith("win vs Γ-avg ")]
+            lines += ["## How many source tasks? (the slides' table)", "",
+                      f"Per number of sources: {PER_SIZE} random source sets per seed (seeded), a TTNet trained on "
+                      "each set alone, scored on every zero-shot task. *Win rate* = share of test images on which "
+                      "TTNet's error is lower, averaged over sets, seeds and tasks; *below* = (set, task, seed) cases "
+                      "where TTNet's mean error is lower. *Best single*: the set's source whose model has the lowest "
+                      "test error on the task (picked with the task's labels).", "",
+                      "| sources | win vs Γ-avg | below Γ-avg | win vs best single | below best single | "
+                      + " | ".join(f"win vs Γ-avg: {t}" for t in tasks) + " | s per fit |",
+                      "|---:|---:|---:|---:|---:|" + "---:|" * len(tasks) + "---:|"]
+            for r in summary:
+                lines.append(f"| {r['sources']} | {100 * r['win vs Γ-avg']:.1f}% | {r['below Γ-avg']} of {r['cases']} | "
+                             f"{100 * r['win vs best single']:.1f}% | {r['below best single']} of {r['cases']} | "
+                             + " | ".join(f"{100 * r[f'win vs Γ-avg {t}']:.1f}%" for t in tasks)
+                             + f" | {r['seconds per fit']:.1f} |")
+            lines.append("")
+            first = runs[0]
+            known = [t for t in first["tasks"] if t not in {z["task"] for z in first["zero_shot"]}]
+            lines += [f"### Seed {first['seed']} in the slides' shape (win rate vs the Γ-weighted average, %)", "",
+                      "| sources | " + " | ".join(known) + " | " + " | ".join(tasks) + " |",
+                      "|---:|" + "---|" * len(known) + "---:|" * len(tasks)]
+            by_set: dict[int, dict[str, Any]] = {}
+            for r in first["source_count"]:
+                by_set.setdefault(r["set"], {"members": r["members"].split(","), "n": r["sources"]})[r["task"]] = \
+                    r["win vs Γ-avg"]
+            for entry in by_set.values():
+                lines.append(f"| {entry['n']} | " + " | ".join("✓" if t in entry["members"] else "x" for t in known)
+                             + " | " + " | ".join(f"{100 * entry[t]:.0f}" for t in tasks) + " |")
+            lines.append("")
+        lines += ["## Zero-shot tasks, all known tasks as sources: test mean squared error per method", "",
                   "Lower is better. *TTNet win* = share of the test images on which TTNet's error is lower than the "
-                  "Γ-weighted average's / the most correlated copy's; *LS win* = TTNet_LS vs small data.", "",
-                  (f"*{MIXTURE}*: the sources' full models mixed with per-tensor weights fitted on the task's "
-                   "labelled training images (workbench.methods.ttnet.fit_mixture): not zero-shot, but the best a "
-                   "perfect prediction of F's mixture weights could reach."), "",
-                  "| seed | task | " + " | ".join(METHODS) + f" | {MIXTURE} | TTNet win vs Γ-avg | vs most corr. | "
-                  + "LS win vs small |",
-                  "|---:|---|" + "---:|" * len(METHODS) + "---:|---:|---:|---:|"]
+                  "reference's; *LS win* = TTNet_LS vs small data. *best single*: the source with the lowest test "
+                  f"error (picked with labels). *{MIXTURE}*: the sources' full models mixed with per-tensor weights "
+                  "fitted on the task's labelled training images (fit_mixture): not zero-shot, the best a perfect "
+                  "prediction of F's mixture weights could reach.", "",
+                  "| seed | task | " + " | ".join(METHODS) + f" | best single | {MIXTURE} | TTNet win vs Γ-avg | "
+                  "vs best single | LS win vs small |",
+                  "|---:|---|" + "---:|" * len(METHODS) + "---:|---:|---:|---:|---:|"]
         for run in runs:
             for r in run["zero_shot"]:
                 best = min(r[m] for m in METHODS if m not in ("oracle", "TTNet_LS"))
                 cells = [f"**{r[m]:.4f}**" if r[m] == best else f"{r[m]:.4f}" for m in METHODS]
-                lines.append(f"| {r['seed']} | {r['task']} | " + " | ".join(cells) + f" | {r[MIXTURE]:.4f}" +
-                             f" | {100 * r['TTNet win vs Γ-weighted average']:.0f}% | "
-                             f"{100 * r['TTNet win vs most correlated']:.0f}% | "
+                lines.append(f"| {r['seed']} | {r['task']} | " + " | ".join(cells) + f" | {r['best single']:.4f} | "
+                             f"{r[MIXTURE]:.4f} | {100 * r['TTNet win vs Γ-weighted average']:.0f}% | "
+                             f"{100 * r['TTNet win vs best single']:.0f}% | "
                              f"{100 * r['TTNet_LS win vs small data']:.0f}% |")
-        lines += ["", "Bold: the lowest error among the methods without target labels and *small data* (oracle and "
-                  "TTNet_LS excluded).", ""]
         wins = [(r["TTNet"] < r["Γ-weighted average"]) for run in runs for r in run["zero_shot"]]
         ls = [(r["TTNet_LS"] < r["small data"]) for run in runs for r in run["zero_shot"]]
         room = float(np.exp(np.mean([np.log(r[MIXTURE] / r["Γ-weighted average"]) for run in runs
                                      for r in run["zero_shot"]])))
-        lines += [f"TTNet below the Γ-weighted average (mean error): {sum(wins)} of {len(wins)} (task, seed) cases. "
+        lines += ["", "Bold: the lowest error among the methods without target labels and *small data* (oracle and "
+                  "TTNet_LS excluded).", "",
+                  f"TTNet below the Γ-weighted average (mean error): {sum(wins)} of {len(wins)} (task, seed) cases. "
                   f"TTNet_LS below small data: {sum(ls)} of {len(ls)}. The label-fitted mixture's error is "
-                  f"{room:.2f}x the Γ-weighted average's (geometric mean): the room a better F would have.", ""]
-        left = [r for run in runs for r in run.get("left_out", [])]
-        if left:
-            lines += ["## Known tasks held out from F in turn (leave-one-out), test mean squared error", "",
-                      "| seed | task | TTNet | most correlated | Γ-weighted average | TTNet win vs Γ-avg |",
-                      "|---:|---|---:|---:|---:|---:|"]
-            lines += [f"| {r['seed']} | {r['task']} | {r['TTNet']:.4f} | {r['most correlated']:.4f} | "
-                      f"{r['Γ-weighted average']:.4f} | {r['win % vs Γ-weighted average']:.0f}% |" for r in left]
-            n_win = sum(r["TTNet"] < r["Γ-weighted average"] for r in left)
-            ratio = float(np.exp(np.mean([np.log(r["TTNet"] / r["Γ-weighted average"]) for r in left])))
-            lines += ["", f"TTNet below the Γ-weighted average: {n_win} of {len(left)}; geometric mean of the error "
-                      f"ratio TTNet / Γ-weighted average {ratio:.3f}.", ""]
-        for run in runs:
-            if "source_table" in run:
-                table = run["source_table"]
-                keys = [k for k in table[0] if k not in ("seconds",) and not k.startswith("MSE")]
-                lines += [f"## Win rate (%) vs the Γ-weighted average by number of source tasks (seed {run['seed']})",
-                          "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-                lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in table]
-                lines += ["", f"({run['source_table_s']} s for {len(table)} TTNets.)", ""]
+                  f"{room:.2f}x the Γ-weighted average's (geometric mean).", ""]
         lines += ["## Wall time per seed (one torch thread)", "",
-                  "| seed | models trained | task models | affinity | crowd | TTNet fit | evaluation | total | "
-                  "leave-one-out (7 fits) | crowd Spearman | load before |",
+                  "| seed | models trained | data | task models | affinity | crowd | TTNet fit | evaluation | "
+                  "source-count fits | crowd Spearman | load before |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for run in runs:
             s = run["stages_s"]
-            lines.append(f"| {run['seed']} | {run['n_models']} | {s['task models']} s | {s['affinity']} s | "
-                         f"{s['crowd']} s | {s['TTNet']} s | {s['evaluation']} s | {run['wall_s']} s | "
-                         f"{run.get('left_out_s', '–')} s | {run['crowd_spearman']} | {run['load_before']} |")
+            lines.append(f"| {run['seed']} | {run['n_models']} | {s['data']} s | {s['task models']} s | "
+                         f"{s['affinity']} s | {s['crowd']} s | {s['TTNet']} s | {s['evaluation']} s | "
+                         f"{run['source_count_s']} s ({len(run['source_count']) // len(run['zero_shot'])} fits) | "
+                         f"{run['crowd_spearman']} | {run['load_before']} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -245,29 +395,62 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="seed 0 at a small size; prints only unless --save")
     parser.add_argument("--save", action="store_true", help="write the results (the default for a full run)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2 3 4; quick 0)")
-    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; quick 0)")
+    parser.add_argument("--stage", choices=["prepare", "validate", "seed", "report", "all"], default="all",
+                        help="prepare: cache the task models of --seeds; validate: F's variants (first seed); "
+                             "seed: the experiments of --seeds; report: write the results from the cache")
+    parser.add_argument("--speed", action="store_true", help="also time vmap vs grouped convolution vs a loop")
+    parser.add_argument("--variants", type=int, nargs="+", default=None,
+                        help="with --stage validate: which of VARIANTS (indices; default all)")
     parser.add_argument("--output", type=Path, default=RESULTS / "ttnet",
                         help="path stem of the .json and .md results (default: benchmarks/results/ttnet)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     os.environ.setdefault("WORKBENCH_REPORT", "1")  # no progress bars in the log
 
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
-    family_kw: dict[str, Any] = ({"n_train": 256, "n_subsets": 2, "n_val": 64, "n_test": 128, "steps": 120,
-                                  "finetune_steps": 20} if args.quick else {})
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    family_kw: dict[str, Any] = ({"tasks": SMALL_TASKS, "zero_shot": SMALL_ZERO_SHOT, "n_train": 256, "n_subsets": 2,
+                                  "n_val": 64, "n_test": 128, "steps": 120, "finetune_steps": 20}
+                                 if args.quick else {})
     ttnet_kw: dict[str, Any] = {"self_steps": 20, "transfer_steps": 100} if args.quick else {}
+    sizes, per_size = ((2, 4, 7), 1) if args.quick else (SIZES, PER_SIZE)
+    tag = "-quick" if args.quick else ""
     settings = {"quick": args.quick, "seeds": seeds, "family": {**TaskFamilyConfig().__dict__, **family_kw},
-                "ttnet": {**TTNetConfig().__dict__, **ttnet_kw}}
+                "ttnet": {**TTNetConfig().__dict__, **ttnet_kw}, "source_counts": list(sizes), "per_size": per_size,
+                "variants": VARIANTS}
     settings["family"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings["family"].items()}
+    if args.stage == "prepare":
+        for s in seeds:
+            prepare(s, family_kw, cache=True)
+        return 0
+    validation = []
+    if args.stage in ("validate", "all", "report"):
+        picked = range(len(VARIANTS)) if args.variants is None or args.stage != "validate" else args.variants
+        for i in picked:
+            path = CACHE / f"validation{tag}-seed{seeds[0]}-{i}.json"
+            if args.stage == "report" and not path.exists():
+                continue
+            name = list(VARIANTS)[i]
+            groups = (2, 2) if args.quick else (2, 5)  # (groups, tasks per group) held out of F
+            validation += cached_json(path, lambda name=name: validate_variants(seeds[0], family_kw, ttnet_kw,
+                                                                                [name], *groups))
+        if args.stage == "validate":
+            return 0
+    runs = []
+    for s in seeds:
+        path = CACHE / f"run{tag}-seed{s}.json"
+        if args.stage == "report" and not path.exists():
+            continue
+        runs.append(cached_json(path, lambda s=s: one_seed(s, family_kw, ttnet_kw, sizes, per_size)))
+    if args.stage == "seed":
+        return 0
     info = machine_info(("numpy", "torch", "scipy"))
-    print(f"{info['cpus_usable']} CPUs ({info['cpu']}), load {info['load_average_at_start']}", flush=True)
-    spd = None if args.skip_speed else speed(steps=5 if args.quick else 20)
-    runs = [one_seed(s, family_kw, ttnet_kw, with_left_out=True, with_table=(s == seeds[0]))
-            for s in seeds]
+    spd = speed(steps=5 if args.quick else 20) if args.speed else None
     if args.save or not args.quick:
         save_results(args.output, {"benchmark": "ttnet", "machine": info, "settings": settings, "speed": spd,
-                                   "runs": runs}, markdown(info, settings, spd, runs))
+                                   "validation": validation, "runs": runs,
+                                   "source_count_summary": source_count_summary(runs)},
+                     markdown(info, settings, spd, runs, validation))
     return 0
 
 

@@ -26,6 +26,25 @@ def test_notebook_is_committed_clean(path):
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
 
 
+def cell_contents(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(c.cell_type, c.source.strip("\n"), tuple(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_and_its_percent_source_are_paired_and_in_sync(path):
+    """Each notebook has one source an instructor can edit either way: the .ipynb in JupyterLab or the
+    jupytext percent-format .py beside it (clean diffs). Edit one, then `make notebooks` syncs the other."""
+    import jupytext
+
+    source = path.with_suffix(".py")
+    fix = f"run `make notebooks` (jupytext --sync {path.name}) and commit both files"
+    assert source.exists(), f"{source.name} is missing: {fix}"
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent", f"{path.name} is not paired: {fix}"
+    text = jupytext.read(source)
+    assert cell_contents(text) == cell_contents(nb), f"{path.name} and {source.name} differ: {fix}"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_parameters_are_declared_for_the_cli(path):
     info = inspect_notebook(path)

@@ -14,9 +14,14 @@ import torch
 from workbench.errors import ParameterError
 from workbench.methods.ttnet import (
     DEFAULT_TASKS,
+    FAMILY,
     LAYOUT,
     METHODS,
+    SMALL_TASKS,
+    SMALL_ZERO_SHOT,
     TASKS,
+    ZERO_SHOT,
+    MetaNetwork,
     TaskFamilyConfig,
     TTNet,
     TTNetConfig,
@@ -25,11 +30,14 @@ from workbench.methods.ttnet import (
     fit_mixture,
     forward,
     forward_many,
+    gamma_features,
     gamma_weights,
     ink_from_omniglot,
     initial_parameters,
+    measure_affinity,
     per_image_loss,
     run_experiment,
+    source_count_runs,
     source_count_table,
     source_sets,
     task_input,
@@ -37,6 +45,7 @@ from workbench.methods.ttnet import (
     task_target,
     train_models,
     validate_on_known,
+    validation_groups,
     win_rate,
 )
 
@@ -92,15 +101,6 @@ def test_blur_spreads_ink_and_keeps_its_mass(ink):
     assert np.all(np.abs(np.diff(blurred, axis=2)).sum(axis=(1, 2)) < np.abs(np.diff(ink, axis=2)).sum(axis=(1, 2)))
 
 
-def test_edges_are_the_outer_contour():
-    x = np.zeros((1, 28, 28), np.float32)
-    x[0, 10:18, 10:18] = 1.0  # an 8x8 blob of ink
-    edges = task_target("edges", x)[0]
-    assert edges[10:18, 10:18].max() == 0  # nothing inside the ink
-    assert edges[9, 12] == 1 and edges[18, 12] == 1 and edges[12, 9] == 1 and edges[12, 18] == 1  # a ring around it
-    assert edges.sum() == (10 * 10 - 8 * 8) and edges[:8].max() == 0  # one pixel wide, nothing far away
-
-
 def test_distance_grows_away_from_ink():
     x = np.zeros((1, 28, 28), np.float32)
     x[0, 5, 5] = 1.0
@@ -110,24 +110,133 @@ def test_distance_grows_away_from_ink():
     assert np.all(task_target("distance", np.zeros((1, 28, 28), np.float32)) == 1.0)  # no ink at all
 
 
-def test_shift_moves_the_content_down_and_right():
+def dot(r: int, c: int) -> np.ndarray:
     x = np.zeros((1, 28, 28), np.float32)
-    x[0, 3, 7] = 1.0
-    assert np.argwhere(task_target("shift", x)[0]).tolist() == [[5, 9]]
+    x[0, r, c] = 1.0
+    return x
 
 
-def test_the_extra_tasks(ink):
-    x = np.zeros((1, 28, 28), np.float32)
-    x[0, 10, 12] = 1.0
-    assert np.argwhere(task_target("shift-up", x)[0]).tolist() == [[8, 12]]
-    assert np.argwhere(task_target("shift-left", x)[0]).tolist() == [[10, 10]]
+def test_the_family_and_its_zero_shot_rule():
+    """The 32-task family: 27 known, 5 zero-shot, each zero-shot task but distance has a known relative of its own
+    family (the rule: the middle member of a graded family, one held-out shift direction, one without relatives)."""
+    from workbench.methods import ttnet_tasks
+
+    assert len(FAMILY) == 32 and len(set(FAMILY)) == 32 and set(FAMILY) < set(TASKS)
+    assert set(ZERO_SHOT) < set(FAMILY) and len(ZERO_SHOT) == 5 and len(FAMILY) - len(ZERO_SHOT) >= 20
+    config = TaskFamilyConfig()
+    assert config.tasks == FAMILY and config.zero_shot == ZERO_SHOT and DEFAULT_TASKS == FAMILY
+    families = {t: TASKS[t].family for t in FAMILY}
+    for task in ZERO_SHOT:
+        relatives = [t for t in config.known if families[t] == families[task]]
+        assert bool(relatives) == (task != "distance"), task
+    for task in ("denoising-light", "denoising-heavy", "blur", "blur-wide", "dilation", "dilation-xwide"):
+        assert task in config.known  # both neighbours of every held-out middle member are known
+    assert ttnet_tasks.TaskFamilyConfig is TaskFamilyConfig and ttnet_tasks.TASKS is TASKS  # re-exported
+
+
+def test_intensity_tasks(ink):
+    assert np.allclose(task_target("contrast", ink), 0.2 + 0.6 * ink)
+    t = task_target("threshold", ink)
+    assert set(np.unique(t)) <= {0.0, 1.0} and np.array_equal(t == 1, ink > 0.5)
+
+
+def test_blurs_widen_with_sigma_and_sharpen_inverts_a_blur(ink):
+    narrow, mid, wide = (task_target(t, ink) for t in ("blur", "blur-mid", "blur-wide"))
+    peak = [b.max(axis=(1, 2)) for b in (narrow, mid, wide)]
+    assert np.all(peak[0] > peak[1]) and np.all(peak[1] > peak[2])
+    d = task_target("blur-mid", dot(14, 14))[0]
+    assert d[14, 14] == pytest.approx(1 / (2 * np.pi * 1.5 ** 2), rel=0.05)  # a σ = 1.5 Gaussian, peak-normalised
+    sharp = task_target("sharpen", ink)
+    assert np.allclose(sharp, 2 * ink - narrow, atol=1e-6)
+    assert np.all(sharp.max(axis=(1, 2)) >= ink.max(axis=(1, 2)))  # overshoot at the strokes
+
+
+def test_sobel_and_laplacian_on_a_step_and_a_dot():
+    step = np.zeros((2, 28, 28), np.float32)
+    step[:, :, 14:] = 1.0  # ink from column 14 on: a step along x
+    step[1] = step[1].T  # the same step along y
+    sx, sy = task_target("sobel-x", step), task_target("sobel-y", step)
+    assert sx[0, 10, 13] == pytest.approx(1.0) and sx[0, 10, 14] == pytest.approx(1.0) and sx[0, 10, 10] == 0
+    assert np.allclose(sy[0, 5:20], 0) and np.allclose(sx[1, :, 5:20], 0)  # x-derivative blind to a y step
+    assert sy[1, 13, 10] == pytest.approx(1.0)
+    lap = task_target("laplacian", dot(10, 10))[0]
+    assert lap[10, 10] == pytest.approx(-1.0) and lap[9, 10] == pytest.approx(0.25) and lap.sum() == pytest.approx(0)
+    x = dot(10, 12)
     gx, gy = task_target("gradient-x", x)[0], task_target("gradient-y", x)[0]
     assert gx[10, 11] == 0.5 and gx[10, 13] == -0.5 and np.count_nonzero(gx) == 2  # (right - left) / 2
     assert gy[9, 12] == 0.5 and gy[11, 12] == -0.5 and np.count_nonzero(gy) == 2  # (below - above) / 2
-    assert np.all(ink_area(task_target("dilation-wide", ink)) > ink_area(task_target("dilation", ink)))
-    wide, narrow = task_target("blur-wide", ink), task_target("blur", ink)
-    assert np.all(wide.max(axis=(1, 2)) < narrow.max(axis=(1, 2)))
-    assert set(DEFAULT_TASKS) < set(TASKS)
+
+
+def test_morphology_family(ink):
+    block = np.zeros((1, 28, 28), np.float32)
+    block[0, 10:14, 10:20] = 1.0
+    areas = [ink_area(task_target(t, ink)) for t in ("dilation", "dilation-wide", "dilation-xwide")]
+    assert np.all(areas[0] < areas[1]) and np.all(areas[1] < areas[2])
+    assert ink_area(task_target("dilation-xwide", dot(14, 14)))[0] == 49  # a 7x7 square
+    speck = block.copy()
+    speck[0, 3, 3] = 1.0  # a 1-px speck: opening removes it, keeps the 4x10 block
+    opened = task_target("opening", speck)[0]
+    assert opened[3, 3] == 0 and np.array_equal(opened[10:14, 10:20], block[0, 10:14, 10:20])
+    gap = block.copy()
+    gap[0, 10:14, 15] = 0.0  # a 1-px gap: closing fills it
+    assert np.array_equal(task_target("closing", gap), block)
+    assert np.all(task_target("opening", ink) <= ink + 1e-6) and np.all(task_target("closing", ink) >= ink - 1e-6)
+    skeleton = task_target("skeleton", block)[0]
+    assert skeleton.sum() >= 4 and np.all(skeleton <= block[0])  # thin lines inside the ink
+    rows = np.nonzero(skeleton)[0]
+    assert rows.max() - rows.min() <= 1  # a 4-px-thick bar thins to a 1-px line
+    sk = task_target("skeleton", ink)
+    assert np.all(ink_area(sk) <= ink_area(ink)) and ink_area(sk).sum() < 0.8 * ink_area(ink).sum()
+    assert np.all(sk <= (ink > 0.5))
+
+
+def test_edges_are_the_outer_contour_and_outline_the_inner_rim(ink):
+    x = np.zeros((1, 28, 28), np.float32)
+    x[0, 10:18, 10:18] = 1.0  # an 8x8 blob of ink
+    edges = task_target("edges", x)[0]
+    assert edges[10:18, 10:18].max() == 0  # nothing inside the ink
+    assert edges[9, 12] == 1 and edges[18, 12] == 1 and edges[12, 9] == 1 and edges[12, 18] == 1  # a ring around it
+    assert edges.sum() == (10 * 10 - 8 * 8) and edges[:8].max() == 0  # one pixel wide, nothing far away
+    rim = task_target("outline", x)[0]
+    assert rim.sum() == 8 * 8 - 7 * 7 and np.all(rim <= x[0])  # inside the ink: what a 2x2 erosion removes
+    assert np.allclose(task_target("outline", ink), np.clip(ink - task_target("erosion", ink), 0, 1))
+
+
+def test_shifts_move_the_content():
+    x = dot(10, 12)
+    where = {t: np.argwhere(task_target(t, x)[0]).tolist() for t in
+             ("shift", "shift-up", "shift-down", "shift-left", "shift-right")}
+    assert where == {"shift": [[12, 14]], "shift-up": [[8, 12]], "shift-down": [[12, 12]],
+                     "shift-left": [[10, 10]], "shift-right": [[10, 14]]}
+
+
+def test_geometry_outside_the_family(ink):
+    x = dot(10, 3)
+    assert np.argwhere(task_target("flip", x)[0]).tolist() == [[10, 24]]
+    assert np.array_equal(task_target("flip", task_target("flip", ink)), ink)
+    r = task_target("rotation", dot(14, 24))[0]  # 10.5 px right of the centre (13.5, 13.5), rotated 10° up
+    peak = np.unravel_index(np.argmax(r), r.shape)
+    assert peak[0] == 12 and peak[1] == 24
+    z = task_target("zoom", ink)
+    # 1.27x in each direction: the ink area grows ~1.6x (summed over images; thresholding blurs single ones)
+    assert z.shape == ink.shape and ink_area(z).sum() > 1.3 * ink_area(ink[:, 3:25, 3:25]).sum()
+
+
+def test_restoration_inputs(ink):
+    clean = task_target("denoising", ink)
+    spreads = [float(np.abs(task_input(t, ink, seed=1) - ink).mean())
+               for t in ("denoising-light", "denoising", "denoising-heavy")]
+    assert spreads[0] < spreads[1] < spreads[2] and np.array_equal(clean, ink)
+    banded = task_input("inpainting-band", ink, seed=2)
+    assert np.array_equal(task_target("inpainting-band", ink), ink)
+    for image, source in zip(banded, ink):
+        blank = np.nonzero((image == 0).all(axis=1) & (source > 0).any(axis=1))[0]
+        removed = np.nonzero((image != source).any(axis=1))[0]
+        assert removed.size == 0 or (removed.min() >= 8 and removed.max() <= 19 and np.ptp(removed) < 3)
+        assert np.all(np.isin(removed, blank))
+    blocky = task_input("depixelate", ink)
+    assert np.allclose(blocky.reshape(-1, 14, 2, 14, 2), blocky.reshape(-1, 14, 2, 14, 2)[:, :, :1, :, :1])
+    assert np.array_equal(task_target("depixelate", ink), ink)
 
 
 def test_pixelate_is_blockwise_constant(ink):
@@ -150,8 +259,9 @@ def test_corrupted_inputs_are_seeded_and_targets_clean(ink):
         rows, cols = np.nonzero(image)
         if rows.size:
             assert rows.max() - rows.min() < 10 and cols.max() - cols.min() < 10
-    for name in TASKS:  # every input is the clean ink, except for the two corrupting tasks
-        assert np.array_equal(task_input(name, ink), ink) == (name not in ("denoising", "inpainting"))
+    corrupting = {"denoising", "denoising-light", "denoising-heavy", "inpainting", "inpainting-band", "depixelate"}
+    for name in TASKS:  # every input is the clean ink, except for the corrupting tasks
+        assert np.array_equal(task_input(name, ink), ink) == (name not in corrupting), name
 
 
 def test_unknown_task_names_are_explained():
@@ -198,8 +308,8 @@ def test_training_many_models_is_deterministic_and_learns(ink):
 # ----------------------------------------------------------------------------------------------------------
 # The whole pipeline at a small scale (one run shared by the tests below)
 # ----------------------------------------------------------------------------------------------------------
-SMALL = TaskFamilyConfig(n_train=256, n_subsets=2, n_val=64, n_test=128, steps=120, finetune_steps=20,
-                         num_threads=1, seed=0)
+SMALL = TaskFamilyConfig(tasks=SMALL_TASKS, zero_shot=SMALL_ZERO_SHOT, n_train=256, n_subsets=2, n_val=64,
+                         n_test=128, steps=120, finetune_steps=20, affinity_steps=None, num_threads=1, seed=0)
 SMALL_TTNET = TTNetConfig(self_steps=20, transfer_steps=100, num_threads=1, seed=0)
 
 
@@ -210,7 +320,7 @@ def experiment():
 
 def test_models_affinity_and_gamma(experiment):
     exp = experiment
-    K, m = len(DEFAULT_TASKS), len(SMALL.known)
+    K, m = len(SMALL_TASKS), len(SMALL.known)
     assert exp.models.full.shape == (K, LAYOUT.size) and exp.models.subsets.shape == (m, 2, LAYOUT.size)
     assert exp.data.subsets.shape == (2, 128) and np.unique(exp.data.subsets).size == 256  # disjoint subsets
     assert not set(exp.data.image_ids["test"]) & set(exp.data.image_ids["train"])
@@ -280,14 +390,14 @@ def test_fit_is_deterministic(experiment):
         assert torch.equal(again.regress(target), exp.ttnet.regress(target))
 
 
+@pytest.mark.slow  # ~30 s on a free core (100 s at load 6)
 def test_held_out_tasks_are_scored_and_fine_tuning_helps(experiment):
     """Held-out tasks: the three zero-shot tasks, and each known task left out of F's training in turn
     (``validate_on_known``: F never sees that task's models or data). All results are printed, and nothing is
-    claimed about TTNet against the Γ-weighted average: over the benchmark's 5 full-size seeds TTNet wins only 2
-    of 15 zero-shot (task, seed) cases (benchmarks/results/ttnet.md), so a "TTNet wins somewhere" assertion would
-    pass by luck (a left-out known task such as blur always wins). What holds at every seed and task there, and is
-    asserted here: the oracle (all of the task's data) beats 32 images, and fine-tuning TTNet's model on those 32
-    images (TTNet_LS) beats TTNet's zero-shot model."""
+    claimed about TTNet against the Γ-weighted average: whether it wins depends on the task and the seed
+    (benchmarks/results/ttnet.md), so a "TTNet wins somewhere" assertion would pass by luck. What holds at every
+    seed and task there, and is asserted here: the oracle (all of the task's data) beats 32 images, and
+    fine-tuning TTNet's model on those 32 images (TTNet_LS) beats TTNet's zero-shot model."""
     exp = experiment
     table = exp.result.table()
     print("\nzero-shot tasks, test MSE (small scale, seed 0):\n" + table.round(4).to_string())
@@ -324,27 +434,19 @@ def test_label_fitted_mixture_shows_the_room_f_has(experiment):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
-def test_a_full_size_run_reproduces_its_benchmark_row():
-    """One seed of the benchmark at its full size, rerun here: every method's zero-shot test MSE equals the
-    recorded one (benchmarks/results/ttnet.json) to 2%, so the figures in the README and notebook are measured, not
-    typed in. Seed 0 is taken as the first seed, not for its outcome (TTNet loses to the Γ-weighted average on all
-    three tasks there, as in 13 of 15 cases). What holds at every benchmark seed is asserted too: the oracle beats
-    32 images, and fine-tuning TTNet's model on them beats the zero-shot model."""
-    import json
-
-    seed = 0
-    family, config = TaskFamilyConfig(seed=seed, num_threads=1), TTNetConfig(seed=seed, num_threads=1)
-    exp = run_experiment(family, config)
-    table = exp.result.table()
-    print(f"\nzero-shot tasks, test MSE (full size, seed {seed}):\n" + table.round(4).to_string())
-    recorded = json.loads((REPO / "benchmarks" / "results" / "ttnet.json").read_text())
-    row = {z["task"]: z for run in recorded["runs"] if run["seed"] == seed for z in run["zero_shot"]}
-    for task in table.index:
-        for method in ("oracle", "small data", "most correlated", "Γ-weighted average", "TTNet", "TTNet_LS"):
-            assert table.loc[task, method] == pytest.approx(row[task][method], rel=0.02), (task, method)
-    assert (table["oracle"] < table["small data"]).all()
-    assert (table["TTNet_LS"] < table["TTNet"]).all()
+@pytest.mark.timeout(300)
+def test_what_holds_across_seeds():
+    """Three seeds at a small size (images, θ_0, crowd and F all change): what the benchmark found at every seed is
+    asserted at every seed here: all data beats 32 images, fine-tuning TTNet's model on those 32 images (TTNet_LS)
+    beats TTNet's zero-shot model. Nothing is claimed about TTNet beating the Γ-weighted average: that varies with
+    the task and the seed (benchmarks/results/ttnet.md), so such a test would pass or fail by luck."""
+    for seed in (0, 1, 2):
+        family = dataclasses.replace(SMALL, seed=seed, n_train=128, steps=60, n_test=64)
+        exp = run_experiment(family, dataclasses.replace(SMALL_TTNET, seed=seed, transfer_steps=60))
+        table = exp.result.table()
+        print(f"\nseed {seed}:\n" + table.round(4).to_string())
+        assert (table["oracle"] < table["small data"]).all(), seed
+        assert (table["TTNet_LS"] < table["TTNet"]).all(), seed
 
 
 def test_baselines(experiment):
@@ -364,14 +466,122 @@ def test_baselines(experiment):
 def test_source_count_table(experiment):
     sets = source_sets(SMALL.known, (2, 3), per_size=2, seed=0)
     assert [len(s) for s in sets] == [2, 2, 3, 3] and len({tuple(s) for s in sets}) == 4
+    assert source_sets(SMALL.known, (2, 3), per_size=2, seed=0) == sets  # seeded
     exp = experiment
     quick = TTNet(SMALL_TTNET, self_steps=0, transfer_steps=5).config
-    table = source_count_table(dataclasses.replace(exp, config=quick), sizes=(2,), per_size=1)
-    assert table.shape[0] == 1 and table["sources"].tolist() == [2]
-    assert set(table[SMALL.known].iloc[0]) == {"✓", "x"} and (table[SMALL.known].iloc[0] == "✓").sum() == 2
-    wins = table[[f"win % {t}" for t in SMALL.zero_shot]].to_numpy()
-    assert np.all((wins >= 0) & (wins <= 100))
+    runs = source_count_runs(dataclasses.replace(exp, config=quick), sizes=(2,), per_size=1)
+    assert len(runs) == len(SMALL.zero_shot) and set(runs["task"]) == set(SMALL.zero_shot)
+    assert runs[["win vs Γ-avg", "win vs best single"]].apply(lambda c: c.between(0, 1)).all().all()
+    members = runs["members"].iloc[0].split(",")
+    assert len(members) == 2 and set(runs["best single source"]) <= set(members)
+    for _, row in runs.iterrows():  # the best single source is the best of the set on the task's test images
+        k = exp.data.index(row["task"])
+        errors = [float(per_image_loss(exp.models.full_model(s)[None], exp.data.inputs["test"][k],
+                                       exp.data.targets["test"][k]).mean()) for s in members]
+        assert row["best single"] == pytest.approx(min(errors), rel=1e-6)
+    for against in ("Γ-weighted average", "best single"):
+        table = source_count_table(exp, sizes=(2,), per_size=1, against=against, runs=runs)
+        assert table.shape[0] == 1 and table["sources"].tolist() == [2]
+        assert set(table[SMALL.known].iloc[0]) == {"✓", "x"} and (table[SMALL.known].iloc[0] == "✓").sum() == 2
+        wins = table[[f"win % {t}" for t in SMALL.zero_shot]].to_numpy()
+        assert np.all((wins >= 0) & (wins <= 100))
+    with pytest.raises(ParameterError, match="against"):
+        source_count_table(exp, sizes=(2,), against="oracle", runs=runs)
 
+
+def test_validation_groups_hold_known_tasks_out_together(experiment):
+    exp = experiment
+    groups = validation_groups(SMALL.known, 2, 2, seed=0)
+    assert len(groups) == 2 and all(len(g) == 2 for g in groups) and not set(groups[0]) & set(groups[1])
+    assert set(groups[0] + groups[1]) <= set(SMALL.known) and validation_groups(SMALL.known, 2, 2, seed=0) == groups
+    quick = TTNet(SMALL_TTNET, self_steps=0, transfer_steps=5).config
+    table = validate_on_known(exp.models, exp.crowd, exp.data, quick, held_out=groups[:1])
+    assert list(table.index) == groups[0] and np.isfinite(table.to_numpy()).all()
+    with pytest.raises(ParameterError, match="fewer than 2"):
+        validation_groups(SMALL.known, 3, 2, seed=0)
+
+
+def test_affinity_is_reproducible_at_a_seed(experiment):
+    """The measured affinity is a deterministic function of the seed: measured again from the same models, it is
+    the same matrix to the last bit (and so is the crowd's Γ built on it)."""
+    exp = experiment
+    again = measure_affinity(exp.data, exp.models, SMALL)
+    np.testing.assert_array_equal(again.matrix, exp.affinity.matrix)
+    gamma = crowd_gamma(again.matrix, exp.data.tasks, n_annotators=SMALL.n_annotators, coverage=SMALL.crowd_coverage,
+                        seed=SMALL.seed)
+    np.testing.assert_array_equal(gamma.gamma, exp.crowd.gamma)
+
+
+def random_network(attention: str, residual: str = "pooled", m: int = 5, seed: int = 0) -> MetaNetwork:
+    torch.manual_seed(seed)
+    mean, scale = torch.zeros(LAYOUT.size), torch.ones(LAYOUT.size)
+    net = MetaNetwork(m, mean, scale, hidden=8, residual=residual, attention=attention)
+    with torch.no_grad():  # non-zero everything, so that every path of F counts
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return net
+
+
+@pytest.mark.parametrize("attention", ["prior", "prior+branch", "branch", "gamma"])
+def test_meta_network_is_invariant_to_the_order_of_sources(attention):
+    """F is a function of the *set* of (source, θ_i, γ_ij): listing the sources in another order (each keeping its
+    own branch W_i) gives the same model, for every attention and residual form."""
+    m = 5
+    gen = torch.Generator().manual_seed(1)
+    theta = torch.randn(2, m, LAYOUT.size, generator=gen) * 0.1
+    gamma = torch.randint(-1, 3, (2, m), generator=gen).float()
+    mask = torch.ones(2, m, dtype=torch.bool)
+    mask[0, 3] = False
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    for residual in ("pooled", "per-source", "none"):
+        net = random_network(attention, residual, m)
+        permuted = random_network(attention, residual, m)
+        with torch.no_grad():  # the same branches, stored in the permuted order
+            for name in ("w1", "b1", "w2", "b2"):
+                getattr(permuted, name).copy_(getattr(net, name)[perm])
+            a = net(theta, gamma, mask)
+            b = permuted(theta[:, perm], gamma[:, perm], mask[:, perm])
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    f = gamma_features(gamma, mask)
+    torch.testing.assert_close(gamma_features(gamma[:, perm], mask[:, perm]), f[:, perm])
+
+
+def test_prior_attention_starts_at_the_gamma_weighted_average(experiment):
+    """Untrained (no step of either mode), F with the prior attention *is* the Γ-weighted average, to ε: training
+    can only move it from there."""
+    exp = experiment
+    untrained = TTNet(SMALL_TTNET, attention="prior", self_steps=0, transfer_steps=0).fit(exp.models, exp.crowd,
+                                                                                           exp.data)
+    for target in SMALL.zero_shot:
+        average = baseline_models(exp.models, exp.crowd, untrained.sources_for(target), target)["Γ-weighted average"]
+        spread = (exp.models.full - average).norm(dim=1).median()
+        assert float((untrained.regress(target) - average).norm()) < 0.01 * float(spread), target
+
+
+def test_one_hot_gamma_regresses_that_source(experiment):
+    """With Γ one-hot on a source (γ = 2 for it, -1 for all others) F's output is that source's model, up to the
+    residual. With the Γ prior (``attention="prior"``) the source takes all but ε of the weight: the output is much
+    closer to it than to any other source. With the default ``"branch"`` attention the softmax of τ γ gives the
+    source only e^{3τ} / (e^{3τ} + m - 1) of the weight (0.77 at τ = 1 with 7 sources), so F only *leans* towards
+    it: the source is the nearest one, no more is promised."""
+    exp = experiment
+    target = SMALL.zero_shot[0]
+    sources = exp.ttnet.sources_for(target)
+    prior = TTNet(SMALL_TTNET, attention="prior").fit(exp.models, exp.crowd, exp.data)
+    for pick in sources[::2]:
+        frame = exp.crowd.frame().copy()
+        frame.loc[sources, target] = -1.0
+        frame.loc[pick, target] = 2.0
+        frame.loc[target, sources] = frame.loc[sources, target].to_numpy()
+        others = min(float((exp.models.full_model(s) - exp.models.full_model(pick)).norm()) for s in sources
+                     if s != pick)
+        for ttnet, share in ((prior, 0.5), (exp.ttnet, None)):
+            theta = ttnet.regress(target, gamma=frame)
+            distances = {s: float((theta - exp.models.full_model(s)).norm()) for s in sources}
+            print(ttnet.config.attention, pick, round(distances[pick] / others, 3))
+            assert min(distances, key=distances.get) == pick, ttnet.config.attention
+            if share is not None:
+                assert distances[pick] < share * others, (pick, distances[pick], others)
 
 def test_user_errors_are_explained(experiment):
     exp = experiment
