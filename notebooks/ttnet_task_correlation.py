@@ -424,9 +424,12 @@ else:
 #   error is below the Γ-weighted average's in 5 of 10 zero-shot (task, seed) cases (denoising at both seeds, 0.038
 #   vs 0.046-0.049; shift-up at both, by 3-4%; blur-mid at seed 0, 0.0016 vs 0.0073) and worse on dilation-wide
 #   (1.3-2.2x) and distance at both seeds and blur-mid at seed 1: the first version had 2 of 15. TTNet_LS (32 target
-#   images) beats the same 32 images from θ_0 in 10 of 10. The slides' source-count table (4, 6, 10, 15, 20 sources)
-#   was still running when this was written (the shared machine gave the runs 7-15% of a core); `python
-#   benchmarks/bench_ttnet.py --stage report` fills it in from the cache. The label-fitted mixture reaches 0.27-0.73x the Γ-weighted average's error on every task but blur-mid (far lower there).
+#   images) beats the same 32 images from θ_0 in 10 of 10. **The slides' source-count table** (one random source
+#   set per size and seed): TTNet's win rate against the Γ-weighted average of the same sources is 33% with 4
+#   sources, 81% with 6, 40% with 10, 66% with 15 and **75% with 20 (below the average in 8 of 10 (task, seed)
+#   cases)**: at 20 sources TTNet wins the majority, but the rate does not rise steadily with the number of sources
+#   (one set per size, two seeds), and the best single source (picked with labels) still beats it. The label-fitted
+#   mixture reaches 0.29x the Γ-weighted average's error: the room F leaves.
 # - **Choosing F on known tasks only.** Variants of F on 10 known tasks held out of F (validation images; error ratio
 #   vs the Γ-weighted average, lower is better): branch attention 0.735, Γ-prior attention 0.817, Γ prior without
 #   residual 1.040 (its Γ-only corrections alone do not beat the average).

@@ -81,14 +81,18 @@ What the slides say, and what this module does
   (task, seed) cases over seeds 0-4, and with 2-4 sources more often than with all 7. A 16-task variant did not
   help. The label-fitted mixture (:func:`fit_mixture`) reached half the Γ-weighted average's error: the mixture
   form has room, F did not find the weights.
-- **What came out so far** (``benchmarks/results/ttnet.md``, seeds 0 and 1, test images). With all 27 known tasks
-  as sources TTNet's mean error is below the Γ-weighted average's in 5 of 10 zero-shot (task, seed) cases
-  (denoising at both seeds, 0.038 vs 0.046-0.049; shift-up at both, by 3-4%; blur-mid at seed 0, 0.0016 vs 0.0073)
-  and worse on dilation-wide (1.3-2.2x) and distance at both seeds and blur-mid at seed 1: the first version had 2
-  of 15. TTNet_LS (32 target images) beats the same 32 images from θ_0 in 10 of 10. The slides' source-count table
-  (4, 6, 10, 15, 20 sources) was still running when this was written (the shared machine gave the runs 7-15% of a
-  core); ``python benchmarks/bench_ttnet.py --stage report`` fills it in from the cache. The label-fitted mixture
-  reaches 0.27-0.73x the Γ-weighted average's error on every task but blur-mid (far lower there): the room F leaves.
+- **What came out** (``benchmarks/results/ttnet.md``, seeds 0, 1, test images; 5 zero-shot tasks). Source-count
+  table (1 random source set per size and seed; win rate vs the Γ-weighted average of the same sources, averaged
+  over sets, seeds and tasks): 4: 33% (3 of 10 below the average; vs best single 27%); 6: 81% (8 of 10 below the
+  average; vs best single 19%); 10: 40% (3 of 10 below the average; vs best single 23%); 15: 66% (7 of 10 below the
+  average; vs best single 23%); 20: 75% (8 of 10 below the average; vs best single 8%). So at 20 sources TTNet's
+  mean error is below the Γ-weighted average's in 8 of 10 zero-shot (task, seed) cases, win rate 75%; the win rate
+  does not rise steadily (33% → 81% → 40% → 66% → 75%). With all 27 known tasks as sources TTNet is below the
+  Γ-weighted average in 5 of 10 (task, seed) cases (denoising seed 0 (0.0376 vs 0.0463), blur-mid seed 0 (0.0016 vs
+  0.0073), shift-up seed 0 (0.0654 vs 0.0677), denoising seed 1 (0.0381 vs 0.0487), shift-up seed 1 (0.0536 vs
+  0.0557); geometric-mean error ratio 1.02) and below the best single source (picked with labels) in 0 of 10;
+  TTNet_LS beats 32 images from θ_0 in 10 of 10. The label-fitted mixture reaches 0.29x the Γ-weighted average's
+  error: the room F leaves.
 - **Loss**: the parameter term is the mean squared error over coordinates standardised by each coordinate's
   spread across the training models (raw coordinates differ in scale by 10x between layers); the consistency
   term is the regressed model's mean per-pixel squared error on a batch of the target task's training images
