@@ -390,11 +390,10 @@ source_count_table(experiment, sizes, per_size=per_size, against=reference, runs
 
 # %%
 import json
-from pathlib import Path
 
-import workbench
+from workbench.paths import REPO_ROOT
 
-saved = Path(workbench.__file__).resolve().parents[1] / "benchmarks" / "results" / "ttnet.json"
+saved = REPO_ROOT / "benchmarks" / "results" / "ttnet.json"  # the checkout's benchmark (absent from a wheel)
 bench = json.loads(saved.read_text()) if saved.exists() else {}
 rows = [r for run in bench.get("runs", []) for r in run.get("source_count", [])]
 if rows:
